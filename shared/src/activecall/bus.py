@@ -1,0 +1,308 @@
+"""The Redis Streams bus: key names, publishing, reading, consumer groups and request/reply.
+
+Every key of one call carries the call id as a Redis Cluster hash tag (``call:{id}:events``), so
+the same code runs on one Redis, on Sentinel and on a Cluster. Stream entries hold one field,
+``m``, the msgpack envelope of :mod:`activecall.messages`. Entries whose type or version this
+process does not know are counted and skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import secrets
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from activecall import metrics
+from activecall.config import RedisSettings
+from activecall.messages import Message, MessageError, decode
+
+log = logging.getLogger("activecall.bus")
+
+FIELD = b"m"
+REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
+
+T = TypeVar("T")
+
+
+class BusTimeout(TimeoutError):
+    """No reply arrived in time."""
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names, all under one configurable prefix."""
+
+    prefix: str = "ac:"
+
+    def call(self, call_id: str) -> str:
+        return f"{self.prefix}call:{{{call_id}}}"
+
+    def events(self, call_id: str) -> str:
+        return f"{self.call(call_id)}:events"
+
+    def audio_in(self, call_id: str) -> str:
+        return f"{self.call(call_id)}:audio:in"
+
+    def audio_out(self, call_id: str) -> str:
+        return f"{self.call(call_id)}:audio:out"
+
+    def say(self, call_id: str) -> str:
+        return f"{self.call(call_id)}:say"
+
+    def call_stream(self, call_id: str, name: str) -> str:
+        return f"{self.call(call_id)}:{name}"
+
+    def lease(self, role: str, call_id: str) -> str:
+        return f"{self.call(call_id)}:lease:{role}"
+
+    def cursor(self, role: str, call_id: str) -> str:
+        return f"{self.call(call_id)}:cursor:{role}"
+
+    def history(self, call_id: str) -> str:
+        return f"{self.call(call_id)}:history"
+
+    def calls_active(self) -> str:
+        return f"{self.prefix}calls:active"
+
+    def sessions(self, role: str) -> str:
+        return f"{self.prefix}sessions:{role}"
+
+    def media_control(self, worker_id: str) -> str:
+        return f"{self.prefix}media:{worker_id}:control"
+
+    def edge_control(self, edge_id: str) -> str:
+        return f"{self.prefix}edge:{edge_id}:control"
+
+    def originate(self) -> str:
+        return f"{self.prefix}edge:originate"
+
+    def workers(self, role: str) -> str:
+        return f"{self.prefix}workers:{role}"
+
+    def port_blocks(self, host: str) -> str:
+        return f"{self.prefix}ports:{host}"
+
+    def reply(self, token: str) -> str:
+        return f"{self.prefix}reply:{token}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One decoded stream entry."""
+
+    stream: str
+    id: str
+    message: Message
+
+
+class Backoff:
+    """Exponential backoff with full jitter, for reconnecting to Redis."""
+
+    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+        self.base = base
+        self.cap = cap
+        self.attempt = 0
+
+    def next_delay(self) -> float:
+        delay = min(self.cap, self.base * (2**self.attempt))
+        self.attempt = min(self.attempt + 1, 16)
+        return random.uniform(delay / 2, delay)
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+def connect_redis(url: str) -> aioredis.Redis:
+    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=10)
+
+
+def as_str(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class Bus:
+    """Typed access to the streams of the design, on one Redis client."""
+
+    def __init__(self, redis: aioredis.Redis, settings: RedisSettings | None = None) -> None:
+        self.redis = redis
+        self.settings = settings or RedisSettings()
+        self.keys = Keys(self.settings.prefix)
+
+    @classmethod
+    def from_settings(cls, settings: RedisSettings) -> Bus:
+        return cls(connect_redis(settings.url), settings)
+
+    async def close(self) -> None:
+        await self.redis.aclose()
+
+    # ---------------------------------------------------------------- writing
+
+    def _cap(self, maxlen: int | None) -> int | None:
+        if maxlen is None:
+            return self.settings.events_maxlen
+        return maxlen or None
+
+    async def publish(self, stream: str, message: Message, maxlen: int | None = None) -> str:
+        """XADD one message, capping the stream approximately (``MAXLEN ~``).
+
+        ``maxlen`` None means the events cap of the settings; 0 means no cap (for streams whose
+        entries must stay until acknowledged, such as ``sessions:{role}``).
+        """
+        entry_id = await self.redis.xadd(
+            stream, {FIELD: message.encode()}, maxlen=self._cap(maxlen), approximate=True
+        )
+        metrics.BUS_PUBLISHED.labels(message.TYPE).inc()
+        return as_str(entry_id)
+
+    async def publish_many(
+        self, items: Iterable[tuple[str, Message]], maxlen: int | None = None
+    ) -> list[str]:
+        """XADD several messages in one round trip."""
+        pipe = self.redis.pipeline(transaction=False)
+        count = 0
+        for stream, message in items:
+            pipe.xadd(
+                stream,
+                {FIELD: message.encode()},
+                maxlen=self._cap(maxlen),
+                approximate=True,
+            )
+            metrics.BUS_PUBLISHED.labels(message.TYPE).inc()
+            count += 1
+        if not count:
+            return []
+        return [as_str(i) for i in await pipe.execute()]
+
+    async def emit(self, call_id: str, message: Message) -> str:
+        """Append an event to the call's events stream."""
+        message.call_id = message.call_id or call_id
+        return await self.publish(self.keys.events(call_id), message)
+
+    # ---------------------------------------------------------------- reading
+
+    def decode_entries(self, stream: str, entries: Sequence[Any]) -> list[Entry]:
+        out: list[Entry] = []
+        for raw_id, fields in entries:
+            entry_id = as_str(raw_id)
+            if fields is None:  # deleted while pending
+                continue
+            data = fields.get(FIELD)
+            try:
+                if data is None:
+                    raise MessageError("entry has no message field")
+                message = decode(data)
+            except MessageError as exc:
+                metrics.BUS_SKIPPED.labels(type(exc).__name__).inc()
+                log.warning(
+                    "skipped bus entry", extra={"stream": stream, "entry": entry_id, "error": str(exc)}
+                )
+                continue
+            out.append(Entry(stream, entry_id, message))
+        return out
+
+    async def read(
+        self, streams: dict[str, str], count: int = 100, block_ms: int | None = None
+    ) -> list[Entry]:
+        """XREAD from several streams, each after the given id ("$" for new, "0" for all)."""
+        reply = await self.redis.xread(streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return self._flatten(reply)
+
+    def _flatten(self, reply: Any) -> list[Entry]:
+        out: list[Entry] = []
+        if not reply:
+            return out
+        items = reply.items() if isinstance(reply, dict) else reply
+        for stream, entries in items:
+            out.extend(self.decode_entries(as_str(stream), entries))
+        return out
+
+    async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
+        """XGROUP CREATE with MKSTREAM; an existing group (BUSYGROUP) is fine."""
+        try:
+            await self.redis.xgroup_create(stream, group, id=start_id, mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" not in str(exc):
+                raise
+
+    async def read_group(
+        self, group: str, consumer: str, streams: dict[str, str], count: int = 10, block_ms: int | None = None
+    ) -> list[Entry]:
+        """XREADGROUP; ids are ">" for new entries or "0" for this consumer's pending ones."""
+        reply = await self.redis.xreadgroup(group, consumer, streams, count=count, block=block_ms)  # type: ignore[arg-type]
+        return self._flatten(reply)
+
+    async def ack(self, stream: str, group: str, *ids: str) -> int:
+        if not ids:
+            return 0
+        return int(await self.redis.xack(stream, group, *ids))
+
+    async def autoclaim(
+        self, stream: str, group: str, consumer: str, min_idle_ms: int, start_id: str = "0-0", count: int = 10
+    ) -> tuple[str, list[Entry]]:
+        """XAUTOCLAIM entries idle longer than ``min_idle_ms``; returns the next start id and the entries."""
+        reply = await self.redis.xautoclaim(
+            stream, group, consumer, min_idle_ms, start_id=start_id, count=count
+        )
+        next_id, entries = as_str(reply[0]), reply[1]
+        return next_id, self.decode_entries(stream, entries)
+
+    # ---------------------------------------------------------------- request / reply
+
+    async def request(self, stream: str, message: Message, wait_s: float | None = None) -> Message:
+        """Send a message carrying ``reply_to`` and wait for the single answer pushed there."""
+        reply_key = self.keys.reply(secrets.token_hex(8))
+        message.reply_to = reply_key  # type: ignore[attr-defined]
+        await self.publish(stream, message, maxlen=self.settings.events_maxlen)
+        wait = wait_s if wait_s is not None else self.settings.reply_timeout
+        popped = await self.redis.blpop([reply_key], timeout=wait)
+        if popped is None:
+            raise BusTimeout(f"no reply to {message.TYPE} on {stream} within {wait:.1f} s")
+        reply = popped[1]
+        return decode(reply if isinstance(reply, bytes) else reply.encode())
+
+    async def reply(self, reply_to: str, message: Message, ttl_s: int = 30) -> None:
+        if not reply_to:
+            return
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.rpush(reply_to, message.encode())
+        pipe.expire(reply_to, ttl_s)
+        await pipe.execute()
+
+
+async def with_reconnect(
+    operation: Callable[[], Awaitable[T]],
+    what: str,
+    stop: asyncio.Event | None = None,
+    backoff: Backoff | None = None,
+) -> T:
+    """Run ``operation`` until it succeeds, backing off while Redis is unreachable."""
+    backoff = backoff or Backoff()
+    while True:
+        try:
+            result = await operation()
+        except REDIS_DOWN as exc:
+            if stop is not None and stop.is_set():
+                raise
+            delay = backoff.next_delay()
+            metrics.REDIS_RECONNECTS.inc()
+            log.warning(
+                "redis unreachable; retrying", extra={"op": what, "error": str(exc), "delay_s": delay}
+            )
+            await asyncio.sleep(delay)
+            continue
+        backoff.reset()
+        return result
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)

@@ -1,0 +1,228 @@
+"""``activecall up`` (and ``make run``): the whole system on one machine.
+
+Starts ``redis-server`` when the configured Redis is unreachable on a loopback address, then the six
+services as child processes, waits until each one has a live heartbeat, prints where SIP, HTTP and
+metrics listen, and stops everything on Ctrl-C (SIGINT to every child, then SIGKILL after a grace
+period).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from activecall.config import Config
+from activecall.registry import ROLES, WorkerInfo
+
+SERVICE_MODULES = {
+    "sip-edge": "activecall.sip_edge",
+    "media": "activecall.media",
+    "asr": "activecall.asr",
+    "llm": "activecall.llm",
+    "tts": "activecall.tts",
+    "api": "activecall.api",
+}
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+STOP_GRACE_S = 10.0
+
+
+@dataclass
+class Child:
+    role: str
+    worker_id: str
+    process: subprocess.Popen[bytes]
+
+
+def redis_reachable(url: str, timeout: float = 1.0) -> bool:
+    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+    try:
+        return bool(client.ping())
+    except (redis.ConnectionError, redis.TimeoutError, OSError):
+        return False
+    finally:
+        client.close()
+
+
+def start_redis_server(url: str, workdir: Path) -> subprocess.Popen[bytes]:
+    """Start a private ``redis-server`` on the host and port of ``url`` (loopback only)."""
+    parsed = urllib.parse.urlparse(url)
+    host, port = parsed.hostname or "127.0.0.1", parsed.port or 6379
+    if host not in LOOPBACK:
+        raise RuntimeError(f"Redis at {url} is unreachable and is not on this machine; start it first")
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (make setup installs it)")
+    workdir.mkdir(parents=True, exist_ok=True)
+    process = subprocess.Popen(
+        [
+            binary,
+            "--bind",
+            host,
+            "--port",
+            str(port),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(workdir),
+        ],
+        stdout=subprocess.DEVNULL,
+        process_group=0,  # Ctrl-C reaches the launcher only; it stops Redis after the services
+    )
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if redis_reachable(url, 0.2):
+            return process
+        if process.poll() is not None:
+            raise RuntimeError(f"redis-server exited with status {process.returncode}")
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("redis-server did not answer within 10 s")
+
+
+class Launcher:
+    def __init__(
+        self,
+        config: Config,
+        config_path: str | None,
+        media_workers: int = 1,
+        wait_s: float = 30.0,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
+        self.config = config
+        self.config_path = config_path
+        self.media_workers = media_workers
+        self.wait_s = wait_s
+        self.env = {**os.environ, **(extra_env or {}), "REDIS_URL": config.redis.url}
+        self.children: list[Child] = []
+        self.redis_process: subprocess.Popen[bytes] | None = None
+
+    def _command(self, role: str, worker_id: str, metrics_port: int | None) -> list[str]:
+        cmd = [sys.executable, "-m", SERVICE_MODULES[role], "--worker-id", worker_id]
+        if self.config_path:
+            cmd += ["--config", self.config_path]
+        if metrics_port is not None:
+            cmd += ["--metrics-port", str(metrics_port)]
+        return cmd
+
+    def plan(self) -> list[tuple[str, str, int | None]]:
+        """(role, worker id, metrics port) of every child; extra media workers take any free port."""
+        host = os.uname().nodename
+        plan: list[tuple[str, str, int | None]] = []
+        for role in ROLES:
+            count = self.media_workers if role == "media" else 1
+            for i in range(count):
+                port = None if i == 0 else 0
+                plan.append((role, f"{role}-{host}-{i + 1}", port))
+        return plan
+
+    def start(self) -> None:
+        if not redis_reachable(self.config.redis.url):
+            workdir = Path(tempfile.mkdtemp(prefix="activecall-redis-"))
+            print(f"Redis at {self.config.redis.url} is unreachable: starting redis-server", flush=True)
+            self.redis_process = start_redis_server(self.config.redis.url, workdir)
+        for role, worker_id, port in self.plan():
+            process = subprocess.Popen(self._command(role, worker_id, port), env=self.env, process_group=0)
+            self.children.append(Child(role, worker_id, process))
+
+    def wait_for_heartbeats(self) -> list[WorkerInfo]:
+        """Poll the registry until every child has a live heartbeat; raise if one exits or time runs out."""
+        from activecall.bus import Keys
+
+        client = redis.Redis.from_url(self.config.redis.url)
+        keys = Keys(self.config.redis.prefix)
+        wanted = {c.worker_id for c in self.children}
+        deadline = time.monotonic() + self.wait_s
+        try:
+            while True:
+                for child in self.children:
+                    if child.process.poll() is not None:
+                        raise RuntimeError(f"{child.worker_id} exited with status {child.process.returncode}")
+                seen: dict[str, WorkerInfo] = {}
+                for role in ROLES:
+                    for raw in client.hvals(keys.workers(role)):
+                        info = WorkerInfo.from_json(raw)
+                        if info.id in wanted and info.is_live(self.config.redis.heartbeat_ttl):
+                            seen[info.id] = info
+                if set(seen) == wanted:
+                    return sorted(seen.values(), key=lambda w: (ROLES.index(w.role), w.id))
+                if time.monotonic() > deadline:
+                    missing = ", ".join(sorted(wanted - set(seen)))
+                    raise RuntimeError(f"no heartbeat within {self.wait_s:.0f} s from: {missing}")
+                time.sleep(0.2)
+        finally:
+            client.close()
+
+    def describe(self, workers: list[WorkerInfo]) -> str:
+        config = self.config
+        lines = ["active-call is up:"]
+        sip = [f"udp {config.addr}:{config.udp_port}"]
+        if config.tcp_port:
+            sip.append(f"tcp {config.addr}:{config.tcp_port}")
+        if config.tls_port:
+            sip.append(f"tls {config.addr}:{config.tls_port}")
+        lines.append(f"  SIP      {', '.join(sip)}")
+        lines.append(f"  HTTP     http://{config.http_addr}  (POST /call, GET /calls, /docs)")
+        lines.append(f"  Redis    {config.redis.url}")
+        for w in workers:
+            lines.append(
+                f"  metrics  {w.role:<8} {w.id:<28} http://{config.metrics.addr}:{w.metrics_port}/metrics"
+            )
+        lines.append("  registry `activecall workers` lists the live heartbeats; Ctrl-C stops everything.")
+        return "\n".join(lines)
+
+    def stop(self) -> None:
+        for child in self.children:
+            if child.process.poll() is None:
+                child.process.send_signal(signal.SIGINT)
+        deadline = time.monotonic() + STOP_GRACE_S
+        for child in self.children:
+            try:
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                child.process.kill()
+                child.process.wait()
+        if self.redis_process is not None:
+            self.redis_process.terminate()
+            self.redis_process.wait(timeout=10)
+
+    def run(self) -> int:
+        """Start everything, print the addresses, and supervise until Ctrl-C or a child exits."""
+        interrupted = False
+
+        def on_signal(signum: int, frame: object) -> None:
+            nonlocal interrupted
+            interrupted = True
+
+        signal.signal(signal.SIGINT, on_signal)
+        signal.signal(signal.SIGTERM, on_signal)
+        status = 0
+        try:
+            self.start()
+            print(self.describe(self.wait_for_heartbeats()), flush=True)
+            while not interrupted:
+                dead = [c for c in self.children if c.process.poll() is not None]
+                if dead:
+                    for c in dead:
+                        print(f"{c.worker_id} exited with status {c.process.returncode}", file=sys.stderr)
+                    status = 1
+                    break
+                time.sleep(0.2)
+        except RuntimeError as exc:
+            print(f"activecall up: {exc}", file=sys.stderr)
+            status = 1
+        finally:
+            print("stopping...", flush=True)
+            self.stop()
+        return status

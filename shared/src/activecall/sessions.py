@@ -1,0 +1,322 @@
+"""Call sessions claimed by one worker of a role, with a lease, a cursor and takeover.
+
+The sip-edge posts a :class:`~activecall.messages.SessionStart` on ``sessions:{role}`` when a
+call starts. Workers of the role read that stream in one consumer group; the worker that reads an
+entry claims the call by taking its lease (``call:{id}:lease:{role}``, a key with a TTL holding the
+worker id) and keeps the lease alive while it works. It records how far it got in each of the
+call's streams in a cursor hash (``call:{id}:cursor:{role}``).
+
+If the worker dies its lease expires and its session entry stays pending in the group. Every worker
+runs XAUTOCLAIM with a minimum idle time equal to the lease TTL; the owner keeps its entries from
+going idle by re-claiming them (XCLAIM JUSTID) whenever it renews the lease, so only entries of dead
+workers are taken. The new owner takes the lease and resumes from the cursor: delivery is at least
+once, so handlers are idempotent by stream id or (turn_id, seq).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+from activecall import metrics
+from activecall.bus import REDIS_DOWN, Backoff, Bus, Entry, as_str
+from activecall.messages import CallError, SessionStart
+
+log = logging.getLogger("activecall.sessions")
+
+_RENEW_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass
+class Session:
+    role: str
+    call_id: str
+    entry_id: str
+    start: SessionStart
+    taken_over: bool = False
+    cursor: dict[str, str] = field(default_factory=dict)
+
+
+class SessionContext:
+    """What a session handler gets: its session, the bus, and its place in the call's streams.
+
+    ``read`` moves the read position; ``processed`` marks an entry as handled and ``save`` writes
+    the handled positions to the cursor, so a worker taking over re-reads only what was not handled.
+    """
+
+    def __init__(self, bus: Bus, session: Session, worker_id: str) -> None:
+        self.bus = bus
+        self.session = session
+        self.worker_id = worker_id
+        self.positions: dict[str, str] = dict(session.cursor)
+        self.handled: dict[str, str] = dict(session.cursor)
+        self._saved: dict[str, str] = dict(session.cursor)
+
+    @property
+    def call_id(self) -> str:
+        return self.session.call_id
+
+    def position(self, stream: str) -> str:
+        return self.positions.get(stream, "0")
+
+    async def read(self, streams: Sequence[str], count: int = 100, block_ms: int = 1000) -> list[Entry]:
+        """Read the next entries of the call's streams after the positions reached so far."""
+        entries = await self.bus.read({s: self.position(s) for s in streams}, count=count, block_ms=block_ms)
+        for entry in entries:
+            self.positions[entry.stream] = entry.id
+            metrics.BUS_CONSUMED.labels(entry.message.TYPE).inc()
+        return entries
+
+    def processed(self, entry: Entry) -> None:
+        self.handled[entry.stream] = entry.id
+
+    async def save(self) -> None:
+        """Persist the handled positions, so a worker taking over resumes after them."""
+        changed = {s: i for s, i in self.handled.items() if self._saved.get(s) != i}
+        if not changed:
+            return
+        await self.bus.redis.hset(self.bus.keys.cursor(self.session.role, self.call_id), mapping=changed)  # type: ignore[arg-type]
+        self._saved.update(changed)
+
+    async def commit(self, entry: Entry) -> None:
+        self.processed(entry)
+        await self.save()
+
+
+SessionHandler = Callable[[SessionContext], Awaitable[None]]
+
+
+class SessionWorker:
+    """Claims sessions of one role and runs ``handler`` for each, with lease renewal and takeover."""
+
+    def __init__(
+        self,
+        bus: Bus,
+        role: str,
+        worker_id: str,
+        handler: SessionHandler,
+        capacity: int = 100,
+        lease_ttl: float | None = None,
+    ) -> None:
+        self.bus = bus
+        self.role = role
+        self.worker_id = worker_id
+        self.handler = handler
+        self.capacity = capacity
+        self.lease_ttl = lease_ttl if lease_ttl is not None else bus.settings.lease_ttl
+        self.stream = bus.keys.sessions(role)
+        self.group = role
+        self.draining = False
+        self.active: dict[str, tuple[Session, asyncio.Task[None]]] = {}
+        self._renew = bus.redis.register_script(_RENEW_IF_OWNER)
+        self._release = bus.redis.register_script(_RELEASE_IF_OWNER)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def load(self) -> int:
+        return len(self.active)
+
+    @property
+    def free(self) -> int:
+        return 0 if self.draining else max(0, self.capacity - self.load)
+
+    @property
+    def lease_ms(self) -> int:
+        return int(self.lease_ttl * 1000)
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        await self._ensure_group()
+        self._tasks = [
+            asyncio.create_task(self._loop(self._claim_new, 0.0), name=f"{self.role}-claim"),
+            asyncio.create_task(
+                self._loop(self._take_over, self.lease_ttl / 2), name=f"{self.role}-takeover"
+            ),
+            asyncio.create_task(
+                self._loop(self._renew_leases, self.lease_ttl / 3), name=f"{self.role}-renew"
+            ),
+        ]
+
+    async def _ensure_group(self) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await self.bus.ensure_group(self.stream, self.group)
+                return
+            except REDIS_DOWN:
+                metrics.REDIS_RECONNECTS.inc()
+                await asyncio.sleep(backoff.next_delay())
+
+    async def drain(self) -> None:
+        """Take no new session; wait for the held ones to end."""
+        self.draining = True
+        # A blocked read would still claim what arrives; an entry it took and did not start stays
+        # pending and another worker takes it once it has been idle for a lease.
+        for task in self._tasks:
+            if task.get_name().endswith("-claim"):
+                task.cancel()
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        """Stop at once; held leases run out and other workers take the sessions over."""
+        tasks = self._tasks + [task for _, task in self.active.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks = []
+        for call_id in list(self.active):
+            self._forget(call_id)
+
+    async def _loop(self, step: Callable[[], Awaitable[None]], period: float) -> None:
+        backoff = Backoff()
+        while True:
+            try:
+                await step()
+                backoff.reset()
+            except REDIS_DOWN as exc:
+                metrics.REDIS_RECONNECTS.inc()
+                log.warning("redis unreachable", extra={"role": self.role, "error": str(exc)})
+                await asyncio.sleep(backoff.next_delay())
+                if "NOGROUP" in str(exc):
+                    await self._ensure_group()
+                continue
+            except Exception as exc:
+                if "NOGROUP" in str(exc):  # Redis restarted empty: recreate the group
+                    await self._ensure_group()
+                    continue
+                raise
+            if period:
+                await asyncio.sleep(period * random.uniform(0.8, 1.0))
+
+    # ---------------------------------------------------------------- claiming
+
+    async def _claim_new(self) -> None:
+        free = self.free
+        if not free:
+            await asyncio.sleep(0.05)
+            return
+        entries = await self.bus.read_group(
+            self.group, self.worker_id, {self.stream: ">"}, count=min(free, 10), block_ms=500
+        )
+        for entry in entries:
+            await self._begin(entry, taken_over=False)
+
+    async def _take_over(self) -> None:
+        start = "0-0"
+        while self.free:
+            start, entries = await self.bus.autoclaim(
+                self.stream,
+                self.group,
+                self.worker_id,
+                self.lease_ms,
+                start_id=start,
+                count=min(self.free, 10),
+            )
+            for entry in entries:
+                await self._begin(entry, taken_over=True)
+            if start == "0-0":
+                return
+
+    async def _begin(self, entry: Entry, taken_over: bool) -> None:
+        message = entry.message
+        if not isinstance(message, SessionStart):
+            await self.bus.ack(self.stream, self.group, entry.id)
+            return
+        call_id = message.call_id
+        if call_id in self.active or self.draining:
+            return
+        lease_key = self.bus.keys.lease(self.role, call_id)
+        taken = await self.bus.redis.set(lease_key, self.worker_id, nx=True, px=self.lease_ms)
+        if not taken and as_str(await self.bus.redis.get(lease_key) or b"") != self.worker_id:
+            return  # a live worker holds the lease; its renewal re-claims the entry
+        raw_cursor = await self.bus.redis.hgetall(self.bus.keys.cursor(self.role, call_id))
+        cursor = {as_str(k): as_str(v) for k, v in raw_cursor.items()}
+        session = Session(self.role, call_id, entry.id, message, taken_over=taken_over, cursor=cursor)
+        ctx = SessionContext(self.bus, session, self.worker_id)
+        task = asyncio.create_task(self._run(ctx), name=f"{self.role}-session-{call_id}")
+        self.active[call_id] = (session, task)
+        self._idle.clear()
+        metrics.SESSIONS_CLAIMED.labels(self.role).inc()
+        if taken_over:
+            metrics.SESSIONS_TAKEN_OVER.labels(self.role).inc()
+        metrics.SESSIONS_ACTIVE.labels(self.role).set(self.load)
+        log.info(
+            "session taken over" if taken_over else "session claimed",
+            extra={"role": self.role, "call_id": call_id, "cursor": cursor},
+        )
+
+    async def _run(self, ctx: SessionContext) -> None:
+        session = ctx.session
+        finished = False
+        try:
+            await self.handler(ctx)
+            finished = True
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            finished = True
+            log.exception("session handler failed", extra={"role": self.role, "call_id": session.call_id})
+            await self.bus.emit(session.call_id, CallError(source=self.role, error=str(exc)))
+        finally:
+            self._forget(session.call_id)
+            if finished:
+                await self._finish(session)
+
+    def _forget(self, call_id: str) -> None:
+        self.active.pop(call_id, None)
+        metrics.SESSIONS_ACTIVE.labels(self.role).set(self.load)
+        if not self.active:
+            self._idle.set()
+
+    async def _finish(self, session: Session) -> None:
+        keys = self.bus.keys
+        await self.bus.ack(self.stream, self.group, session.entry_id)
+        pipe = self.bus.redis.pipeline(transaction=False)
+        pipe.xdel(self.stream, session.entry_id)
+        pipe.delete(keys.cursor(self.role, session.call_id))
+        await pipe.execute()
+        await self._release(keys=[keys.lease(self.role, session.call_id)], args=[self.worker_id])
+
+    # ---------------------------------------------------------------- leases
+
+    async def _renew_leases(self) -> None:
+        held = list(self.active.items())
+        if not held:
+            return
+        pipe = self.bus.redis.pipeline(transaction=False)
+        for call_id, _ in held:
+            await self._renew(
+                keys=[self.bus.keys.lease(self.role, call_id)],
+                args=[self.worker_id, self.lease_ms],
+                client=pipe,
+            )
+        results = await pipe.execute()
+        keep: list[bytes | str | int | memoryview] = [
+            session.entry_id for (_, (session, _)), ok in zip(held, results, strict=True) if ok
+        ]
+        if keep:
+            await self.bus.redis.xclaim(self.stream, self.group, self.worker_id, 0, list(keep), justid=True)
+        for (call_id, (_, task)), ok in zip(held, results, strict=True):
+            if not ok:
+                log.warning("session lease lost", extra={"role": self.role, "call_id": call_id})
+                metrics.SESSIONS_LOST.labels(self.role).inc()
+                self._forget(call_id)
+                task.cancel()

@@ -1,0 +1,128 @@
+"""Call records in Redis: the hash ``call:{id}`` and the set ``calls:active``.
+
+The sip-edge owns a record and writes its state; other services add their own fields (the media
+worker, timings, the transcript). Nested values are stored as JSON strings. Credentials never enter
+a record: headers that carry them are dropped from the call variables.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from activecall.bus import Keys, as_str
+
+ENDED_RETENTION_S = 7 * 24 * 3600
+_CREDENTIAL_HEADERS = frozenset(
+    {"authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"}
+)
+_JSON_FIELDS = frozenset({"variables"})
+# Timings and the transcript have keys of their own, so services append to them without races.
+_SEPARATE_FIELDS = frozenset({"timings", "transcript"})
+
+
+def scrub_variables(variables: dict[str, str]) -> dict[str, str]:
+    """Call variables without anything that carries credentials."""
+    return {k: v for k, v in variables.items() if k.lower() not in _CREDENTIAL_HEADERS}
+
+
+@dataclass
+class CallRecord:
+    call_id: str
+    direction: str
+    state: str = "new"
+    caller: str = ""
+    callee: str = ""
+    edge: str = ""
+    media_worker: str = ""
+    playbook: str = ""
+    sip_call_id: str = ""
+    end_reason: str = ""
+    created: float = field(default_factory=time.time)
+    answered: float = 0.0
+    ended: float = 0.0
+    variables: dict[str, str] = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+    transcript: list[dict[str, Any]] = field(default_factory=list)
+
+    def to_hash(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for key, value in asdict(self).items():
+            if key in _SEPARATE_FIELDS:
+                continue
+            if key == "variables":
+                value = scrub_variables(value)
+            out[key] = json.dumps(value) if key in _JSON_FIELDS else str(value)
+        return out
+
+    @classmethod
+    def from_hash(cls, raw: dict[Any, Any]) -> CallRecord:
+        data = {as_str(k): as_str(v) for k, v in raw.items()}
+        kwargs: dict[str, Any] = {}
+        for f in fields(cls):
+            if f.name not in data or f.name in _SEPARATE_FIELDS:
+                continue
+            value: Any = data[f.name]
+            if f.name in _JSON_FIELDS:
+                value = json.loads(value)
+            elif f.type in ("float", float):
+                value = float(value)
+            kwargs[f.name] = value
+        return cls(**kwargs)
+
+
+class CallStore:
+    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+        self.redis = redis
+        self.keys = keys
+
+    async def create(self, record: CallRecord) -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(self.keys.call(record.call_id), mapping=record.to_hash())  # type: ignore[arg-type]
+        pipe.sadd(self.keys.calls_active(), record.call_id)
+        await pipe.execute()
+
+    async def update(self, call_id: str, **values: Any) -> None:
+        mapping = {
+            k: json.dumps(scrub_variables(v)) if k in _JSON_FIELDS else str(v) for k, v in values.items()
+        }
+        await self.redis.hset(self.keys.call(call_id), mapping=mapping)  # type: ignore[arg-type]
+
+    async def set_timing(self, call_id: str, name: str, value: float) -> None:
+        """Record one timing (an epoch time or a duration in seconds)."""
+        await self.redis.hset(self.keys.call_stream(call_id, "timings"), name, repr(value))
+
+    async def append_transcript(self, call_id: str, speaker: str, text: str, at: float | None = None) -> None:
+        line = json.dumps({"speaker": speaker, "text": text, "at": at or time.time()})
+        await self.redis.rpush(self.keys.call_stream(call_id, "transcript"), line)
+
+    async def get(self, call_id: str) -> CallRecord | None:
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hgetall(self.keys.call(call_id))
+        pipe.hgetall(self.keys.call_stream(call_id, "timings"))
+        pipe.lrange(self.keys.call_stream(call_id, "transcript"), 0, -1)
+        raw, timings, transcript = await pipe.execute()
+        if not raw:
+            return None
+        record = CallRecord.from_hash(raw)
+        record.timings = {as_str(k): float(v) for k, v in timings.items()}
+        record.transcript = [json.loads(line) for line in transcript]
+        return record
+
+    async def active_ids(self) -> list[str]:
+        return sorted(as_str(m) for m in await self.redis.smembers(self.keys.calls_active()))
+
+    async def finish(self, call_id: str, reason: str, state: str = "ended") -> None:
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(
+            self.keys.call(call_id),
+            mapping={"state": state, "end_reason": reason, "ended": str(time.time())},
+        )
+        pipe.srem(self.keys.calls_active(), call_id)
+        for key in (self.keys.call(call_id), *(self.keys.call_stream(call_id, n) for n in _SEPARATE_FIELDS)):
+            pipe.expire(key, ENDED_RETENTION_S)
+        await pipe.execute()

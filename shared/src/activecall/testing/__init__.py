@@ -1,0 +1,1 @@
+"""Helpers for the project's tests: real servers started on free ports, fakes, recorders."""

@@ -1,0 +1,158 @@
+from __future__ import annotations
+
+import asyncio
+
+import msgpack
+import pytest
+from prometheus_client import REGISTRY
+
+from activecall.bus import FIELD, Bus, BusTimeout, with_reconnect
+from activecall.config import RedisSettings
+from activecall.messages import LegClose, LegOpen, LegOpened, Probe, SayText
+from activecall.testing.redis_server import RedisServer
+
+
+def skipped(reason: str) -> float:
+    return REGISTRY.get_sample_value("activecall_bus_messages_skipped_total", {"reason": reason}) or 0.0
+
+
+async def test_publish_and_read_in_order(bus: Bus) -> None:
+    stream = bus.keys.say("c1")
+    for seq in range(5):
+        await bus.publish(stream, SayText(call_id="c1", turn_id="t", seq=seq, text=f"s{seq}"))
+    entries = await bus.read({stream: "0"})
+    assert [e.message.seq for e in entries] == [0, 1, 2, 3, 4]  # type: ignore[attr-defined]
+    after = await bus.read({stream: entries[2].id})
+    assert [e.message.seq for e in after] == [3, 4]  # type: ignore[attr-defined]
+
+
+def test_keys_of_one_call_share_one_hash_tag(bus: Bus) -> None:
+    keys = bus.keys
+    tagged = [
+        keys.call("abc"),
+        keys.events("abc"),
+        keys.audio_in("abc"),
+        keys.audio_out("abc"),
+        keys.say("abc"),
+        keys.lease("asr", "abc"),
+        keys.cursor("asr", "abc"),
+        keys.history("abc"),
+    ]
+    # Redis Cluster hashes only the part between the first "{" and the next "}".
+    assert {k[k.index("{") + 1 : k.index("}")] for k in tagged} == {"abc"}
+    assert all(k.startswith(bus.settings.prefix) for k in tagged)
+
+
+async def test_streams_are_capped(bus: Bus) -> None:
+    stream = bus.keys.audio_in("c2")
+    for seq in range(500):
+        await bus.publish(stream, Probe(seq=seq), maxlen=100)
+    length = await bus.redis.xlen(stream)
+    assert 100 <= length < 500  # MAXLEN ~ trims whole macro nodes
+
+
+async def test_uncapped_publish_keeps_everything(bus: Bus) -> None:
+    stream = bus.keys.sessions("x")
+    await bus.publish_many([(stream, Probe(seq=i)) for i in range(300)], maxlen=0)
+    assert await bus.redis.xlen(stream) == 300
+
+
+async def test_unknown_and_malformed_entries_are_counted_and_skipped(bus: Bus) -> None:
+    stream = bus.keys.events("c3")
+    before_unknown, before_bad = skipped("UnknownMessage"), skipped("MalformedMessage")
+    await bus.publish(stream, Probe(seq=1))
+    await bus.redis.xadd(stream, {FIELD: msgpack.packb({"v": 1, "type": "from.the.future", "x": 1})})
+    await bus.redis.xadd(stream, {FIELD: msgpack.packb({"v": 9, "type": "probe", "seq": 2})})
+    await bus.redis.xadd(stream, {FIELD: b"\xc1garbage"})
+    await bus.redis.xadd(stream, {b"other": b"field"})
+    await bus.publish(stream, Probe(seq=3))
+    entries = await bus.read({stream: "0"})
+    assert [e.message.seq for e in entries] == [1, 3]  # type: ignore[attr-defined]
+    assert skipped("UnknownMessage") == before_unknown + 2
+    assert skipped("MalformedMessage") == before_bad + 1
+    assert skipped("MessageError") >= 1
+
+
+async def test_consumer_group_create_is_idempotent_and_delivers_once(bus: Bus) -> None:
+    stream = bus.keys.sessions("asr")
+    await bus.ensure_group(stream, "asr")
+    await bus.ensure_group(stream, "asr")  # BUSYGROUP tolerated
+    await bus.publish(stream, Probe(seq=1), maxlen=0)
+    first = await bus.read_group("asr", "w1", {stream: ">"}, block_ms=100)
+    second = await bus.read_group("asr", "w2", {stream: ">"}, block_ms=100)
+    assert [e.message.seq for e in first] == [1] and second == []  # type: ignore[attr-defined]
+    pending = await bus.read_group("asr", "w1", {stream: "0"})
+    assert [e.id for e in pending] == [first[0].id]
+    assert await bus.ack(stream, "asr", first[0].id) == 1
+    assert await bus.read_group("asr", "w1", {stream: "0"}) == []
+
+
+async def test_blocking_group_read_wakes_on_publish(bus: Bus) -> None:
+    stream = bus.keys.sessions("tts")
+    await bus.ensure_group(stream, "tts", start_id="$")
+    reader = asyncio.create_task(bus.read_group("tts", "w1", {stream: ">"}, block_ms=5000))
+    await asyncio.sleep(0.05)
+    await bus.publish(stream, Probe(seq=42), maxlen=0)
+    entries = await asyncio.wait_for(reader, 2)
+    assert [e.message.seq for e in entries] == [42]  # type: ignore[attr-defined]
+
+
+async def test_autoclaim_takes_idle_entries_only(bus: Bus) -> None:
+    stream = bus.keys.sessions("llm")
+    await bus.ensure_group(stream, "llm")
+    await bus.publish(stream, Probe(seq=1), maxlen=0)
+    await bus.read_group("llm", "dead", {stream: ">"})
+    _, none_yet = await bus.autoclaim(stream, "llm", "alive", min_idle_ms=10_000)
+    assert none_yet == []
+    await asyncio.sleep(0.06)
+    _, claimed = await bus.autoclaim(stream, "llm", "alive", min_idle_ms=50)
+    assert [e.message.seq for e in claimed] == [1]  # type: ignore[attr-defined]
+
+
+async def test_request_reply(bus: Bus) -> None:
+    control = bus.keys.media_control("m1")
+
+    async def responder() -> None:
+        (entry,) = await bus.read({control: "0"}, block_ms=2000)
+        request = entry.message
+        assert isinstance(request, LegOpen)
+        await bus.reply(
+            request.reply_to, LegOpened(leg_id=request.leg_id, worker="m1", address="127.0.0.1", port=12000)
+        )
+
+    task = asyncio.create_task(responder())
+    answer = await bus.request(control, LegOpen(call_id="c", leg_id="l1"), wait_s=2)
+    await task
+    assert isinstance(answer, LegOpened) and (answer.leg_id, answer.port) == ("l1", 12000)
+
+
+async def test_request_times_out_without_a_responder(bus: Bus) -> None:
+    with pytest.raises(BusTimeout, match="no reply to leg.close"):
+        await bus.request(bus.keys.media_control("nobody"), LegClose(leg_id="x"), wait_s=0.2)
+
+
+async def test_operations_resume_after_redis_restarts() -> None:
+    server = RedisServer().start()
+    bus = Bus.from_settings(RedisSettings(url=server.url))
+    try:
+        stream = bus.keys.events("c9")
+        await bus.publish(stream, Probe(seq=1))
+        server.kill()
+        restart = asyncio.get_running_loop().run_in_executor(None, _restart_later, server)
+        entry_id = await asyncio.wait_for(
+            with_reconnect(lambda: bus.publish(stream, Probe(seq=2)), "publish"), timeout=15
+        )
+        await restart
+        entries = await bus.read({stream: "0"})
+        assert [e.id for e in entries] == [entry_id]  # the server restarted empty: only the new entry
+        assert [e.message.seq for e in entries] == [2]  # type: ignore[attr-defined]
+    finally:
+        await bus.close()
+        server.stop()
+
+
+def _restart_later(server: RedisServer) -> None:
+    import time
+
+    time.sleep(0.5)
+    server.start()

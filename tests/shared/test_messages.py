@@ -1,0 +1,122 @@
+from __future__ import annotations
+
+import dataclasses
+
+import msgpack
+import pytest
+
+from activecall import messages
+from activecall.messages import (
+    AudioFrame,
+    MalformedMessage,
+    Message,
+    SayText,
+    SessionStart,
+    UnknownMessage,
+    decode,
+    known_types,
+)
+
+SAMPLES: dict[str, dict[str, object]] = {
+    "call.state": {"state": "answered", "previous": "ringing"},
+    "call.answered": {"direction": "inbound", "caller": "+15550001", "callee": "+15550002"},
+    "call.ended": {"reason": "bye", "by": "caller", "status": 200},
+    "speech.started": {"at_ms": 1200},
+    "speech.stopped": {"at_ms": 2400},
+    "transcript.partial": {"text": "hello"},
+    "transcript.final": {"text": "hello there", "confidence": 0.9, "utterance": 2},
+    "turn.started": {"turn_id": "t1", "text": "Hi"},
+    "turn.cancelled": {"turn_id": "t1", "reason": "barge_in"},
+    "playback.started": {"turn_id": "t1"},
+    "playback.finished": {"turn_id": "t1", "played_ms": 2000},
+    "barge_in": {"turn_id": "t1", "played_ms": 740},
+    "dtmf": {"digit": "5", "duration_ms": 240},
+    "media.timeout": {"idle_s": 30.0},
+    "transfer.requested": {"target": "tel:+15550003"},
+    "call.error": {"source": "asr", "error": "boom"},
+    "audio.frame": {"pcm": b"\x00\x01" * 160, "seq": 7, "at_ms": 140},
+    "audio.chunk": {"turn_id": "t1", "seq": 3, "pcm": b"\x01\x02" * 80, "last": True},
+    "say": {"turn_id": "t1", "seq": 0, "text": "Hello.", "last": False},
+    "session.start": {"role": "llm", "playbook": "greeting.md", "variables": {"X-Twilio-CallSid": "CA1"}},
+    "leg.open": {"leg_id": "l1", "srtp": True, "reply_to": "r"},
+    "leg.opened": {"leg_id": "l1", "worker": "media-1", "address": "127.0.0.1", "port": 12000},
+    "leg.update": {"leg_id": "l1", "remote_address": "127.0.0.1", "remote_port": 4000, "payload_type": 8},
+    "leg.close": {"leg_id": "l1"},
+    "ack": {"ok": False, "error": "no such leg"},
+    "dtmf.send": {"digits": "12#"},
+    "playback.stop": {"turn_id": "t1"},
+    "recording.start": {"path": "/tmp/r.wav"},
+    "call.hangup": {"reason": "tool", "by": "llm"},
+    "call.transfer": {"target": "sip:+1555@trunk.pstn.twilio.com"},
+    "call.originate": {"callee": "sip:+18005551234@x.pstn.twilio.com", "enable_srtp": True},
+    "probe": {"seq": 1, "payload": b"x"},
+}
+
+
+def test_every_registered_type_has_a_sample() -> None:
+    assert set(known_types()) == set(SAMPLES)
+
+
+@pytest.mark.parametrize("type_name", sorted(SAMPLES))
+def test_round_trip(type_name: str) -> None:
+    cls = known_types()[type_name]
+    original = cls(call_id="c-1", ts=1700000000.25, **SAMPLES[type_name])
+    copy = decode(original.encode())
+    assert type(copy) is cls
+    assert dataclasses.asdict(copy) == dataclasses.asdict(original)
+
+
+def test_envelope_fields_are_on_the_wire() -> None:
+    wire = msgpack.unpackb(SayText(call_id="c", ts=1.5, turn_id="t", seq=2, text="Hi").encode())
+    assert wire == {
+        "v": 1,
+        "type": "say",
+        "call_id": "c",
+        "ts": 1.5,
+        "turn_id": "t",
+        "seq": 2,
+        "text": "Hi",
+        "last": False,
+    }
+
+
+def test_golden_bytes_of_an_audio_frame() -> None:
+    frame = AudioFrame(call_id="c", ts=2.0, pcm=b"\x01\x00", sample_rate=8000, seq=1, at_ms=20)
+    assert frame.encode() == bytes.fromhex(
+        "88a17601a474797065ab617564696f2e6672616d65a763616c6c5f6964a163a27473cb4000000000000000"
+        "a370636dc4020100ab73616d706c655f72617465cd1f40a373657101a561745f6d7314"
+    )
+
+
+def test_unknown_type_and_version_are_rejected() -> None:
+    with pytest.raises(UnknownMessage, match="unknown message type 'nope'"):
+        decode(msgpack.packb({"v": 1, "type": "nope"}))
+    with pytest.raises(UnknownMessage, match="unknown envelope version 2"):
+        decode(msgpack.packb({"v": 2, "type": "say"}))
+
+
+def test_malformed_entries_are_rejected() -> None:
+    with pytest.raises(MalformedMessage):
+        decode(b"\xc1")
+    with pytest.raises(MalformedMessage):
+        decode(msgpack.packb([1, 2]))
+    with pytest.raises(MalformedMessage, match="say"):
+        decode(msgpack.packb({"v": 1, "type": "say", "seq": 1}))  # turn_id missing
+
+
+def test_unknown_fields_from_a_newer_writer_are_ignored() -> None:
+    data = msgpack.packb(
+        {"v": 1, "type": "session.start", "call_id": "c", "ts": 1.0, "role": "asr", "future": 1}
+    )
+    message = decode(data)
+    assert isinstance(message, SessionStart) and message.role == "asr"
+
+
+def test_duplicate_type_names_are_refused() -> None:
+    with pytest.raises(TypeError, match="registered twice"):
+
+        @dataclasses.dataclass(kw_only=True)
+        class Clash(Message):
+            TYPE = "say"
+
+    assert messages.known_types()["say"] is SayText

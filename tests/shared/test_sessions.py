@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+from prometheus_client import REGISTRY
+
+from activecall.bus import Bus
+from activecall.config import RedisSettings
+from activecall.messages import CallEnded, Probe, SessionStart
+from activecall.sessions import SessionContext, SessionWorker
+
+
+def probe_in(bus: Bus, call_id: str) -> str:
+    return bus.keys.call_stream(call_id, "probe:in")
+
+
+def probe_out(bus: Bus, call_id: str) -> str:
+    return bus.keys.call_stream(call_id, "probe:out")
+
+
+async def start_session(bus: Bus, call_id: str, role: str = "probe") -> None:
+    await bus.publish(bus.keys.sessions(role), SessionStart(call_id=call_id, role=role), maxlen=0)
+
+
+async def outputs(bus: Bus, call_id: str) -> list[Probe]:
+    entries = await bus.read({probe_out(bus, call_id): "0"}, count=100_000)
+    return [e.message for e in entries if isinstance(e.message, Probe)]
+
+
+def spawn_probe_worker(settings: RedisSettings, worker_id: str, delay: float) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "REDIS_URL": settings.url}
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "activecall.testing.probe_worker",
+            "--redis-url",
+            settings.url,
+            "--prefix",
+            settings.prefix,
+            "--worker-id",
+            worker_id,
+            "--lease-ttl",
+            str(settings.lease_ttl),
+            "--delay",
+            str(delay),
+        ],
+        env=env,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+async def wait_until(predicate, limit_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + limit_s
+    while not await predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.05)
+
+
+async def test_a_killed_worker_s_session_is_taken_over_from_its_cursor(redis_settings: RedisSettings) -> None:
+    """SIGKILL the owning worker mid-stream: the other worker takes over after the lease expires,
+    resumes from the saved cursor, and no message is lost."""
+    settings = RedisSettings(url=redis_settings.url, prefix=redis_settings.prefix, lease_ttl=1.0)
+    bus = Bus.from_settings(settings)
+    workers = {name: spawn_probe_worker(settings, name, delay=0.01) for name in ("w-a", "w-b")}
+    try:
+        await asyncio.sleep(0.8)  # both workers have joined the group
+        total = 300
+        await start_session(bus, "call-1")
+        await bus.publish_many([(probe_in(bus, "call-1"), Probe(seq=i)) for i in range(total)], maxlen=0)
+        await bus.publish(probe_in(bus, "call-1"), CallEnded(reason="test"), maxlen=0)
+
+        async def some_done() -> bool:
+            return len(await outputs(bus, "call-1")) >= 60
+
+        await wait_until(some_done, 20, "the first worker to make progress")
+        owner = (await outputs(bus, "call-1"))[0].worker
+        killed_at = time.monotonic()
+        workers[owner].send_signal(signal.SIGKILL)
+        workers[owner].wait()
+        survivor = "w-b" if owner == "w-a" else "w-a"
+
+        async def survivor_done() -> bool:
+            done = await outputs(bus, "call-1")
+            return any(p.worker == survivor and p.seq == total - 1 for p in done)
+
+        await wait_until(survivor_done, 30, "the survivor to finish the stream")
+        done = await outputs(bus, "call-1")
+        by_owner = [p.seq for p in done if p.worker == owner]
+        by_survivor = [p.seq for p in done if p.worker == survivor]
+        assert {p.seq for p in done} == set(range(total)), "a message was lost"
+        assert by_survivor, "the survivor never took over"
+        # Resumed from the cursor, not from the start: at most the one in-flight message is repeated.
+        assert by_survivor[0] >= by_owner[-1]
+        assert by_survivor[0] <= by_owner[-1] + 1
+        assert by_survivor == list(range(by_survivor[0], total))
+        assert time.monotonic() - killed_at >= 0.5  # not before the lease could expire
+
+        async def session_acked() -> bool:
+            return not (await bus.redis.xpending(bus.keys.sessions("probe"), "probe"))["pending"]
+
+        await wait_until(session_acked, 5, "the session entry to be acknowledged")
+        assert not await bus.redis.exists(
+            bus.keys.lease("probe", "call-1"), bus.keys.cursor("probe", "call-1")
+        )
+    finally:
+        for process in workers.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        await bus.close()
+
+
+def counter(name: str, role: str) -> float:
+    return REGISTRY.get_sample_value(name, {"role": role}) or 0.0
+
+
+async def test_sessions_are_spread_and_capacity_is_respected(bus: Bus) -> None:
+    release = asyncio.Event()
+    seen: dict[str, list[str]] = {"a": [], "b": []}
+
+    def handler(name: str):  # type: ignore[no-untyped-def]
+        async def handle(ctx: SessionContext) -> None:
+            seen[name].append(ctx.call_id)
+            await release.wait()
+
+        return handle
+
+    a = SessionWorker(bus, "cap", "a", handler("a"), capacity=2)
+    b = SessionWorker(bus, "cap", "b", handler("b"), capacity=2)
+    await a.start()
+    await b.start()
+    try:
+        for i in range(5):
+            await start_session(bus, f"c{i}", role="cap")
+
+        async def four_running() -> bool:
+            return a.load + b.load == 4
+
+        await wait_until(four_running, 5, "four sessions to run")
+        await asyncio.sleep(0.3)
+        assert (a.load, b.load) == (2, 2)  # the fifth waits for room
+        release.set()
+
+        async def all_done() -> bool:
+            return len(seen["a"]) + len(seen["b"]) == 5 and a.load + b.load == 0
+
+        await wait_until(all_done, 5, "every session to finish")
+        assert sorted(seen["a"] + seen["b"]) == [f"c{i}" for i in range(5)]
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_lost_lease_stops_the_session(bus: Bus) -> None:
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handle(ctx: SessionContext) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(60)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    lost_before = counter("activecall_sessions_lost_total", "lease")
+    worker = SessionWorker(bus, "lease", "w", handle, lease_ttl=0.6)
+    await worker.start()
+    try:
+        await start_session(bus, "c-lost", role="lease")
+        await asyncio.wait_for(started.wait(), 5)
+        await bus.redis.set(bus.keys.lease("lease", "c-lost"), "someone-else")
+        await asyncio.wait_for(cancelled.wait(), 5)
+        assert counter("activecall_sessions_lost_total", "lease") == lost_before + 1
+        assert worker.load == 0
+    finally:
+        await worker.stop()
+
+
+async def test_drain_finishes_held_sessions_and_takes_no_new_one(bus: Bus) -> None:
+    finish = asyncio.Event()
+    handled: list[str] = []
+
+    async def handle(ctx: SessionContext) -> None:
+        handled.append(ctx.call_id)
+        await finish.wait()
+
+    worker = SessionWorker(bus, "drain", "w", handle)
+    await worker.start()
+    try:
+        await start_session(bus, "held", role="drain")
+
+        async def holding() -> bool:
+            return worker.load == 1
+
+        await wait_until(holding, 5, "the session to start")
+        draining = asyncio.create_task(worker.drain())
+        await start_session(bus, "late", role="drain")
+        await asyncio.sleep(0.7)
+        assert handled == ["held"] and not draining.done()
+        finish.set()
+        await asyncio.wait_for(draining, 5)
+        assert handled == ["held"]
+    finally:
+        await worker.stop()
+
+
+async def test_a_failing_handler_reports_the_error_and_ends_the_session(bus: Bus) -> None:
+    async def handle(ctx: SessionContext) -> None:
+        raise RuntimeError("engine exploded")
+
+    worker = SessionWorker(bus, "fail", "w", handle)
+    await worker.start()
+    try:
+        await start_session(bus, "c-fail", role="fail")
+
+        async def error_emitted() -> bool:
+            return bool(await bus.read({bus.keys.events("c-fail"): "0"}))
+
+        await wait_until(error_emitted, 5, "the error event")
+        (entry,) = await bus.read({bus.keys.events("c-fail"): "0"})
+        assert entry.message.TYPE == "call.error" and "engine exploded" in entry.message.error  # type: ignore[attr-defined]
+    finally:
+        await worker.stop()
