@@ -130,7 +130,7 @@ class TtsSettings:
 @dataclass
 class LlmSettings:
     provider: Literal["auto", "anthropic", "scripted"] = "auto"
-    model: str = "claude-sonnet-4-5"
+    model: str = "claude-haiku-5-5"
     max_tokens: int = 400
     temperature: float = 0.7
     base_url: str = ""
