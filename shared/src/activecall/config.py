@@ -83,7 +83,7 @@ class RedisSettings:
     prefix: str = "ac:"
     events_maxlen: int = 10_000
     audio_maxlen: int = 3_000
-    lease_ttl: float = 5.0
+    lease_ttl: float = 2.0
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0
     reply_timeout: float = 2.0
