@@ -228,3 +228,40 @@ async def test_a_failing_handler_reports_the_error_and_ends_the_session(bus: Bus
         assert entry.message.TYPE == "call.error" and "engine exploded" in entry.message.error  # type: ignore[attr-defined]
     finally:
         await worker.stop()
+
+
+async def test_notes_and_cursor_survive_a_takeover(bus: Bus) -> None:
+    source = probe_in(bus, "c-notes")
+    seen_by_b: list[tuple[dict[str, str], list[int]]] = []
+    a_saved = asyncio.Event()
+
+    async def handle_a(ctx: SessionContext) -> None:
+        entries = await ctx.read([source], count=2, block_ms=1000)
+        for entry in entries:
+            ctx.processed(entry)
+        ctx.notes["utterance"] = "7"
+        await ctx.save()
+        a_saved.set()
+        await asyncio.sleep(60)  # "dies" holding the session
+
+    async def handle_b(ctx: SessionContext) -> None:
+        entries = await ctx.read([source], count=10, block_ms=1000)
+        seen_by_b.append((dict(ctx.notes), [e.message.seq for e in entries]))  # type: ignore[attr-defined]
+
+    await bus.publish_many([(source, Probe(seq=i)) for i in range(5)], maxlen=0)
+    a = SessionWorker(bus, "notes", "a", handle_a, lease_ttl=0.5)
+    await a.start()
+    await start_session(bus, "c-notes", role="notes")
+    await asyncio.wait_for(a_saved.wait(), 5)
+    await a.stop()  # its lease is left to expire, as after a crash
+    b = SessionWorker(bus, "notes", "b", handle_b, lease_ttl=0.5)
+    await b.start()
+    try:
+
+        async def b_ran() -> bool:
+            return bool(seen_by_b)
+
+        await wait_until(b_ran, 10, "worker b to take the session over")
+        assert seen_by_b == [({"utterance": "7"}, [2, 3, 4])]
+    finally:
+        await b.stop()

@@ -27,6 +27,8 @@ from activecall.messages import CallError, SessionStart
 
 log = logging.getLogger("activecall.sessions")
 
+NOTE_PREFIX = "@"
+
 _RENEW_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
@@ -57,14 +59,19 @@ class SessionContext:
 
     ``read`` moves the read position; ``processed`` marks an entry as handled and ``save`` writes
     the handled positions to the cursor, so a worker taking over re-reads only what was not handled.
+    ``notes`` are small values saved with the cursor (an utterance counter, a turn number).
     """
 
     def __init__(self, bus: Bus, session: Session, worker_id: str) -> None:
         self.bus = bus
         self.session = session
         self.worker_id = worker_id
-        self.positions: dict[str, str] = dict(session.cursor)
-        self.handled: dict[str, str] = dict(session.cursor)
+        streams = {k: v for k, v in session.cursor.items() if not k.startswith(NOTE_PREFIX)}
+        self.positions: dict[str, str] = dict(streams)
+        self.handled: dict[str, str] = dict(streams)
+        self.notes: dict[str, str] = {
+            k[len(NOTE_PREFIX) :]: v for k, v in session.cursor.items() if k.startswith(NOTE_PREFIX)
+        }
         self._saved: dict[str, str] = dict(session.cursor)
 
     @property
@@ -87,7 +94,8 @@ class SessionContext:
 
     async def save(self) -> None:
         """Persist the handled positions, so a worker taking over resumes after them."""
-        changed = {s: i for s, i in self.handled.items() if self._saved.get(s) != i}
+        wanted = {**self.handled, **{NOTE_PREFIX + k: v for k, v in self.notes.items()}}
+        changed = {k: v for k, v in wanted.items() if self._saved.get(k) != v}
         if not changed:
             return
         await self.bus.redis.hset(self.bus.keys.cursor(self.session.role, self.call_id), mapping=changed)  # type: ignore[arg-type]
