@@ -50,6 +50,8 @@ SAMPLES: dict[str, dict[str, object]] = {
     "call.transfer": {"target": "sip:+1555@trunk.pstn.twilio.com"},
     "call.originate": {"callee": "sip:+18005551234@x.pstn.twilio.com", "enable_srtp": True},
     "probe": {"seq": 1, "payload": b"x"},
+    "playback.play": {"path_or_url": "prompts/welcome.wav", "turn_id": "t2"},
+    "say.synthesized": {"turn_id": "t1", "seq": 0, "duration_ms": 1320, "chars": 21},
 }
 
 

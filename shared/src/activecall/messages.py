@@ -388,3 +388,24 @@ class Probe(Message):
     seq: int
     payload: bytes = b""
     worker: str = ""
+
+
+@dataclass(kw_only=True)
+class PlayAudio(Message):
+    """Play a file (relative to the media worker's audio directory) or an http(s) URL into the call."""
+
+    TYPE: ClassVar[str] = "playback.play"
+    path_or_url: str
+    turn_id: str = ""
+
+
+@dataclass(kw_only=True)
+class SaySynthesized(Message):
+    """tts on ``call:{id}:events``: one ``say`` piece became ``duration_ms`` of audio. The llm maps a
+    barge-in's ``played_ms`` onto the turn's text with it."""
+
+    TYPE: ClassVar[str] = "say.synthesized"
+    turn_id: str
+    seq: int
+    duration_ms: int
+    chars: int = 0

@@ -11,6 +11,8 @@ import uvicorn
 from activecall.api.app import create_app
 from activecall.service import BaseService, Runtime, run_service
 
+GRACEFUL_SHUTDOWN_S = 2
+
 
 class _Server(uvicorn.Server):
     """uvicorn without its own signal handling: the service runtime owns SIGTERM and SIGINT."""
@@ -26,7 +28,7 @@ class ApiService(BaseService):
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
         config = runtime.config
-        self.app = create_app(runtime)
+        self.app = create_app(config, runtime.bus, health=runtime.health)
         self.server = _Server(
             uvicorn.Config(
                 self.app,
@@ -35,6 +37,8 @@ class ApiService(BaseService):
                 log_config=None,
                 access_log=False,
                 lifespan="off",
+                # Event streams never end by themselves: cut them, clients resume with Last-Event-ID.
+                timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_S,
             )
         )
         self._task: asyncio.Task[None] | None = None
