@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from activecall import metrics
 from activecall.bus import REDIS_DOWN, Backoff, Bus, Entry, as_str
 from activecall.messages import CallError, SessionStart
+from activecall.tasks import stop_tasks
 
 log = logging.getLogger("activecall.sessions")
 
@@ -185,10 +186,7 @@ class SessionWorker:
 
     async def stop(self) -> None:
         """Stop at once; held leases run out and other workers take the sessions over."""
-        tasks = self._tasks + [task for _, task in self.active.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks(self._tasks + [task for _, task in self.active.values()])
         self._tasks = []
         for call_id in list(self.active):
             self._forget(call_id)
