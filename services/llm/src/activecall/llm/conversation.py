@@ -381,6 +381,8 @@ class Conversation:
         if turn.kind == "greeting":
             self.state.greeted = True
         await with_reconnect(lambda: self.store.commit(messages, self.state, turn.entry_id), "history")
+        for speaker, text in transcript_lines(messages):
+            await self.calls.append_transcript(self.call_id, speaker, text)
         self.history.extend(messages)
         if turn.entry_id:
             self.answered.add(turn.entry_id)
@@ -506,6 +508,18 @@ class Conversation:
 
     async def _emit(self, message: BusMessage) -> None:
         await with_reconnect(lambda: self.bus.emit(self.call_id, message), message.TYPE)
+
+
+def transcript_lines(messages: list[Message]) -> list[tuple[str, str]]:
+    """(speaker, text) for the call record: what the caller said and what the agent said."""
+    lines = []
+    for message in messages:
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else [{"type": "text", "text": content or ""}]
+        text = " ".join(str(b.get("text", "")) for b in blocks if b.get("type") == "text").strip()
+        if text:
+            lines.append(("caller" if message.get("role") == "user" else "agent", text))
+    return lines
 
 
 def dtmf_tool_call(action: DtmfAction) -> ToolCall | None:
