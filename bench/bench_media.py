@@ -1,0 +1,686 @@
+"""Media worker benchmark: how many two-way SRTP G.711 calls one core holds, and what each part costs.
+
+One media worker runs in its own process pinned to one core (``taskset``); this process, pinned to
+another core with Redis, is the load: per call it opens a leg over the bus as the sip-edge does, then
+sends 50 SRTP packets/s of speech-like audio (talk spurts and pauses, so VAD and barge-in work) and
+receives the worker's 50 packets/s, and now and then puts an agent turn on ``audio:out`` as the tts
+does. Packet arrival is timed by the kernel (SO_TIMESTAMPNS), so the load's own scheduling does not
+blur the worker's send schedule.
+
+The ramp adds calls level by level (then halves the step between the last pass and the first failure)
+and prints the most calls held for ``--seconds`` with no packet lost either way and a p99 send-interval
+jitter of at most 2 ms. Then the worker's CPU per call is measured with everything on, and again
+without SRTP, without VAD and without the bus (caller audio and events not appended), so the share of
+each shows as a difference. Run with ``make bench-media`` or::
+
+    python bench/bench_media.py --seconds 60          # the full ramp
+    python bench/bench_media.py --seconds 10 --max 300  # a quick look
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import os
+import secrets
+import socket
+import struct
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import uvloop
+
+from activecall.bus import Bus
+from activecall.config import Config, MediaSettings, RedisSettings
+from activecall.media.g711 import PCMU
+from activecall.media.metrics import STATS
+from activecall.media.rtp import is_rtcp
+from activecall.media.srtp import (
+    SrtpProfile,
+    SrtpSession,
+    format_sdes_inline,
+    generate_key_salt,
+    parse_sdes_inline,
+)
+from activecall.media.testing import voiced
+from activecall.messages import AudioChunk, LegClose, LegOpen, LegOpened, LegUpdate
+from activecall.testing.redis_server import RedisServer
+
+SO_TIMESTAMPNS = 35  # Linux; the ancillary message carries a struct timespec
+TIMESPEC = struct.Struct("qq")
+RTP_HEADER = struct.Struct("!BBHII")
+FRAME_S = 0.020
+JITTER_BIN_S = 0.00005
+JITTER_LIMIT_MS = 2.0
+TURN_EVERY_S = 10.0
+
+
+def pin(core: int) -> None:
+    if len(os.sched_getaffinity(0)) > 1:
+        os.sched_setaffinity(0, {core})
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------------------------- worker side
+
+
+class NoVad:
+    def is_speech(self, frame: object, sample_rate: int) -> bool:
+        return False
+
+
+async def serve_worker(args: argparse.Namespace) -> None:
+    from activecall.media.worker import MediaWorker
+
+    settings = RedisSettings(url=args.redis, prefix=args.prefix)
+    config = Config(
+        addr="127.0.0.1",
+        rtp_start_port=args.port_base,
+        rtp_end_port=args.port_base + 3999,
+        redis=settings,
+        media=MediaSettings(capacity=2000, port_block_size=2000),
+    )
+    bus = Bus.from_settings(settings)
+    worker = MediaWorker(
+        bus, config, args.worker_id, publish_audio=not args.no_bus, vad_factory=NoVad if args.no_vad else None
+    )
+    await worker.start()
+    gc.freeze()  # as MediaService does
+    helpers = []
+    if args.diag:
+        helpers.append(asyncio.create_task(diagnose(worker)))
+    if args.profile:
+        helpers.append(asyncio.create_task(profile(args.profile)))
+    key = f"{args.prefix}bench:stats"
+    while True:
+        stats = {
+            "packets_in": STATS.packets_in,
+            "packets_out": STATS.packets_out,
+            "lost": STATS.jitter_lost,
+            "late": STATS.jitter_late,
+            "srtp_failures": sum(STATS.srtp_failures.values()),
+            "srtp_kinds": dict(STATS.srtp_failures),
+            "dropped": sum(STATS.dropped.values()),
+            "barge_ins": STATS.barge_ins,
+            "skipped": STATS.ticks_skipped,
+            "legs": worker.load,
+            "jitter_counts": STATS.send_jitter.counts,
+        }
+        await bus.redis.set(key, json.dumps(stats))
+        await asyncio.sleep(0.25)
+
+
+def ms_quantiles(values: list[float]) -> str:
+    ordered = sorted(values)
+    picks = (ordered[len(ordered) // 2], ordered[int(0.99 * (len(ordered) - 1))], ordered[-1])
+    return "/".join(f"{v * 1e3:.2f}" for v in picks)
+
+
+async def profile(path: str) -> None:
+    import cProfile
+
+    await asyncio.sleep(8)
+    profiler = cProfile.Profile()
+    profiler.enable()
+    await asyncio.sleep(10)
+    profiler.disable()
+    profiler.dump_stats(path)
+
+
+async def diagnose(worker: object) -> None:
+    """Every 5 s on stderr: tick durations, gaps between ticks and garbage-collector pauses."""
+    durations: list[float] = []
+    gaps: list[float] = []
+    lateness: list[float] = []
+    pauses: list[tuple[int, float]] = []
+    last = [0.0]
+    phases: dict[str, float] = {"tx": 0.0, "rx": 0.0, "slow": 0.0, "flush": 0.0}
+
+    def timed(due: float, skipped: int) -> None:
+        start = time.monotonic()
+        lateness.append(start - due)
+        if last[0]:
+            gaps.append(start - last[0])
+        last[0] = start
+        legs = worker.legs.values()  # type: ignore[attr-defined]
+        for leg in legs:
+            leg.tick_tx()
+        t1 = time.monotonic()
+        for leg in legs:
+            leg.tick_rx(t1)
+        t2 = time.monotonic()
+        worker._ticks += 1  # type: ignore[attr-defined]
+        if worker._ticks % 10 == 0:  # type: ignore[attr-defined]
+            for leg in legs:
+                leg.tick_slow(t2)
+        t3 = time.monotonic()
+        worker.writer.flush()  # type: ignore[attr-defined]
+        t4 = time.monotonic()
+        for name, value in (("tx", t1 - start), ("rx", t2 - t1), ("slow", t3 - t2), ("flush", t4 - t3)):
+            phases[name] = max(phases[name], value)
+        durations.append(t4 - start)
+
+    worker.pacer.on_tick = timed  # type: ignore[attr-defined]
+    gc_start = [0.0]
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            gc_start[0] = time.perf_counter()
+        else:
+            pauses.append((info["generation"], time.perf_counter() - gc_start[0]))
+
+    gc.callbacks.append(on_gc)
+    while True:
+        await asyncio.sleep(5)
+        if durations and gaps:
+            run, gap = ms_quantiles(durations), ms_quantiles(gaps)
+            gc_max = max((p for _, p in pauses), default=0) * 1e3
+            phase = " ".join(f"{k} {v * 1e3:.2f}" for k, v in phases.items())
+            late = ms_quantiles(lateness)
+            print(
+                f"diag: {len(durations)} ticks; late p50/p99/max {late} ms; run {run} ms; gap {gap} ms;"
+                f" gc {len(pauses)} runs, max {gc_max:.2f} ms; phase max {phase} ms",
+                file=sys.stderr,
+                flush=True,
+            )
+        durations.clear()
+        gaps.clear()
+        lateness.clear()
+        pauses.clear()
+        phases.update(dict.fromkeys(phases, 0.0))
+
+
+# ---------------------------------------------------------------------------------------------- load side
+
+
+@dataclass
+class Caller:
+    call_id: str
+    leg_id: str
+    sock: socket.socket
+    session: SrtpSession | None
+    ssrc: int = field(default_factory=lambda: secrets.randbits(32))
+    seq: int = field(default_factory=lambda: secrets.randbits(16))
+    timestamp: int = field(default_factory=lambda: secrets.randbits(32))
+    offset: int = 0  # position in the speech clip
+    expected_seq: int | None = None
+    last_arrival: float = 0.0
+    lost: int = 0
+    received: int = 0
+
+
+class Load:
+    def __init__(self, bus: Bus, worker_id: str, srtp: bool, tts: bool, jitter_limit_ms: float) -> None:
+        self.bus = bus
+        self.jitter_limit_ms = jitter_limit_ms
+        self.control = bus.keys.media_control(worker_id)
+        self.srtp = srtp
+        self.tts = tts
+        self.calls: list[Caller] = []
+        self.loop = asyncio.get_running_loop()
+        clip = np.concatenate(
+            [voiced(1.5), np.zeros(8000 * 2, np.int16), voiced(1.0, f0=160), np.zeros(12000, np.int16)]
+        )
+        self.clip = PCMU.encode(clip)
+        self.turn = voiced(2.0, f0=190.0).astype("<i2").tobytes()
+        self.bins = [0] * int(0.05 / JITTER_BIN_S + 2)
+        self.sent = 0
+        self.open_ms: list[float] = []
+        self.errors = 0
+
+    async def open(self, count: int) -> None:
+        for _ in range(count):
+            await self._open_one()
+
+    async def _open_one(self) -> None:
+        call_id, leg_id = f"bench-{secrets.token_hex(4)}", f"leg-{secrets.token_hex(4)}"
+        started = time.perf_counter()
+        opened = await self.bus.request(self.control, LegOpen(call_id=call_id, leg_id=leg_id, srtp=self.srtp))
+        self.open_ms.append((time.perf_counter() - started) * 1000)
+        assert isinstance(opened, LegOpened) and not opened.error, opened
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
+        sock.bind(("127.0.0.1", 0))
+        sock.connect((opened.address, opened.port))
+        sock.setblocking(False)
+        key = generate_key_salt()
+        session = None
+        update = LegUpdate(
+            call_id=call_id,
+            leg_id=leg_id,
+            remote_address="127.0.0.1",
+            remote_port=sock.getsockname()[1],
+            codec="PCMU",
+            telephone_event_pt=101,
+        )
+        if self.srtp:
+            session = SrtpSession(
+                SrtpProfile.AES_CM_128_HMAC_SHA1_80, key, parse_sdes_inline(opened.crypto_key)
+            )
+            update.remote_crypto_suite = "AES_CM_128_HMAC_SHA1_80"
+            update.remote_crypto_key = format_sdes_inline(key)
+        await self.bus.request(self.control, update)
+        caller = Caller(call_id, leg_id, sock, session, offset=secrets.randbelow(len(self.clip) // 160) * 160)
+        self.calls.append(caller)
+        self.loop.add_reader(sock.fileno(), self._receive, caller)
+
+    async def close(self, count: int) -> None:
+        for _ in range(count):
+            caller = self.calls.pop()
+            self.loop.remove_reader(caller.sock.fileno())
+            await self.bus.request(self.control, LegClose(call_id=caller.call_id, leg_id=caller.leg_id))
+            caller.sock.close()
+
+    def _receive(self, caller: Caller) -> None:
+        bins, last_bin = self.bins, len(self.bins) - 1
+        while True:
+            try:
+                data, ancillary, _, _ = caller.sock.recvmsg(512, 64)
+            except BlockingIOError:
+                return
+            arrival = 0.0
+            for level, kind, payload in ancillary:
+                if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
+                    seconds, nanos = TIMESPEC.unpack(payload)
+                    arrival = seconds + nanos * 1e-9
+            if caller.session is not None and not is_rtcp(data):
+                try:
+                    data = caller.session.unprotect(data)
+                except Exception:
+                    self.errors += 1
+                    continue
+            if len(data) < 12 or is_rtcp(data):
+                continue
+            seq = (data[2] << 8) | data[3]
+            if caller.expected_seq is not None and seq != caller.expected_seq:
+                caller.lost += (seq - caller.expected_seq) & 0xFFFF
+            caller.expected_seq = (seq + 1) & 0xFFFF
+            caller.received += 1
+            if caller.last_arrival:
+                deviation = abs(arrival - caller.last_arrival - FRAME_S)
+                bins[min(last_bin, int(deviation / JITTER_BIN_S))] += 1
+            caller.last_arrival = arrival
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send one packet per call every 20 ms on a monotonic schedule; agent turns now and then."""
+        due = time.monotonic()
+        tick = 0
+        turns_every = int(TURN_EVERY_S / FRAME_S)
+        while not stop.is_set():
+            due += FRAME_S
+            delay = due - time.monotonic()
+            await asyncio.sleep(max(0.0, delay))
+            for caller in self.calls:
+                self._send(caller)
+            tick += 1
+            if self.tts and self.calls:
+                await self._turns(tick, turns_every)
+
+    def _send(self, caller: Caller) -> None:
+        offset = caller.offset
+        payload = self.clip[offset : offset + 160]
+        caller.offset = offset + 160 if offset + 320 <= len(self.clip) else 0
+        data = RTP_HEADER.pack(0x80, 0, caller.seq, caller.timestamp, caller.ssrc) + payload
+        if caller.session is not None:
+            data = caller.session.protect(data)
+        caller.seq = (caller.seq + 1) & 0xFFFF
+        caller.timestamp = (caller.timestamp + 160) & 0xFFFFFFFF
+        try:
+            caller.sock.send(data)
+            self.sent += 1
+        except (BlockingIOError, ConnectionRefusedError):
+            self.errors += 1
+
+    async def _turns(self, tick: int, every: int) -> None:
+        """A 2 s agent turn per call every TURN_EVERY_S, spread over the ticks, in 200 ms chunks."""
+        batch = [c for i, c in enumerate(self.calls) if (tick + i * 7) % every == 0]
+        if not batch:
+            return
+        items = []
+        for caller in batch:
+            turn_id = secrets.token_hex(4)
+            for seq in range(10):
+                pcm = self.turn[seq * 3200 : (seq + 1) * 3200]
+                chunk = AudioChunk(call_id=caller.call_id, turn_id=turn_id, seq=seq, pcm=pcm, last=seq == 9)
+                items.append((self.bus.keys.audio_out(caller.call_id), chunk))
+        await self.bus.publish_many(items, maxlen=self.bus.settings.audio_maxlen)
+
+    def reset_window(self) -> None:
+        self.bins = [0] * len(self.bins)
+        for caller in self.calls:
+            caller.lost = caller.received = 0
+        self.errors = 0
+
+    def p99_jitter(self) -> float:
+        total = sum(self.bins)
+        rank, running = 0.99 * total, 0
+        for index, count in enumerate(self.bins):
+            running += count
+            if running >= rank:
+                return (index + 1) * JITTER_BIN_S
+        return 0.0
+
+
+class WorkerProcess:
+    def __init__(self, args: argparse.Namespace, url: str, flags: list[str]) -> None:
+        self.prefix = f"bm{secrets.token_hex(3)}:"
+        self.worker_id = f"media-bench-{secrets.token_hex(2)}"
+        command = [sys.executable, __file__, "--serve-worker", "--redis", url, "--prefix", self.prefix]
+        command += ["--worker-id", self.worker_id, "--port-base", str(args.port_base), *flags]
+        if args.diag:
+            command.append("--diag")
+        if args.profile:
+            command += ["--profile", args.profile]
+        if (os.cpu_count() or 1) > 1:
+            command = ["taskset", "-c", str(args.worker_core), *command]
+        if args.nice:
+            command = ["nice", "-n", str(args.nice), *command]
+        self.process = subprocess.Popen(command)
+        self.url = url
+
+    async def stats(self, bus: Bus) -> dict[str, Any]:
+        raw = await bus.redis.get(f"{self.prefix}bench:stats")
+        result: dict[str, Any] = json.loads(raw) if raw else {}
+        return result
+
+    async def wait_ready(self, bus: Bus) -> None:
+        for _ in range(200):
+            if await self.stats(bus):
+                return
+            await asyncio.sleep(0.05)
+        raise RuntimeError("the media worker did not start")
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=10)
+
+
+@dataclass
+class Window:
+    calls: int
+    seconds: float
+    lost_out: int  # worker -> load
+    lost_in: int  # load -> worker (jitter buffer slots concealed for a missing packet)
+    late_in: int
+    srtp_failures: int
+    p99_jitter_ms: float
+    worker_p99_ms: float
+    cpu: float
+    load_cpu: float
+    srtp_kinds: dict[str, int] = field(default_factory=dict)
+    jitter_limit_ms: float = JITTER_LIMIT_MS
+
+    @property
+    def passed(self) -> bool:
+        return (
+            self.lost_out == 0
+            and self.lost_in == 0
+            and self.srtp_failures == 0
+            and self.p99_jitter_ms <= self.jitter_limit_ms
+        )
+
+    @property
+    def ms_per_call_second(self) -> float:
+        return self.cpu / self.seconds / max(self.calls, 1) * 1000
+
+
+def worker_p99(before: dict[str, Any], after: dict[str, Any]) -> float:
+    counts = [int(b) - int(a) for a, b in zip(before["jitter_counts"], after["jitter_counts"], strict=True)]
+    bounds = [*STATS.send_jitter.buckets, float("inf")]
+    rank, running = 0.99 * sum(counts), 0
+    for bound, count in zip(bounds, counts, strict=True):
+        running += count
+        if running >= rank and running:
+            return bound * 1000
+    return 0.0
+
+
+async def measure(load: Load, worker: WorkerProcess, bus: Bus, calls: int, seconds: float) -> Window:
+    if calls > len(load.calls):
+        await load.open(calls - len(load.calls))
+    elif calls < len(load.calls):
+        await load.close(len(load.calls) - calls)
+    await asyncio.sleep(2.0)  # let the jitter buffers settle
+    before, cpu0, load0 = await worker.stats(bus), worker.cpu(), time.process_time()
+    load.reset_window()
+    await asyncio.sleep(seconds)
+    after, cpu1, load1 = await worker.stats(bus), worker.cpu(), time.process_time()
+
+    def delta(key: str) -> int:
+        return int(after[key]) - int(before[key])
+
+    return Window(
+        calls=calls,
+        seconds=seconds,
+        lost_out=sum(c.lost for c in load.calls) + load.errors,
+        lost_in=delta("lost") + delta("dropped"),
+        late_in=delta("late"),
+        srtp_failures=delta("srtp_failures"),
+        p99_jitter_ms=load.p99_jitter() * 1000,
+        worker_p99_ms=worker_p99(before, after),
+        cpu=cpu1 - cpu0,
+        load_cpu=load1 - load0,
+        srtp_kinds={k: v - before["srtp_kinds"].get(k, 0) for k, v in after["srtp_kinds"].items() if v},
+        jitter_limit_ms=load.jitter_limit_ms,
+    )
+
+
+def show(window: Window) -> None:
+    print(
+        f"{window.calls:6d} {window.cpu / window.seconds * 100:6.1f}% {window.ms_per_call_second:8.3f}"
+        f" {window.lost_out:8d} {window.lost_in:8d} {window.late_in:6d} {window.srtp_failures:5d}"
+        f" {window.p99_jitter_ms:8.2f} {window.worker_p99_ms:8.2f}"
+        f" {window.load_cpu / window.seconds * 100:6.1f}%"
+        f"  {'ok' if window.passed else 'FAIL'}"
+        + (f" srtp failures {window.srtp_kinds}" if window.srtp_failures else ""),
+        flush=True,
+    )
+
+
+async def ramp(args: argparse.Namespace, url: str) -> int:
+    worker = WorkerProcess(args, url, [])
+    bus = Bus.from_settings(RedisSettings(url=url, prefix=worker.prefix, reply_timeout=5.0))
+    stop = asyncio.Event()
+    try:
+        await worker.wait_ready(bus)
+        load = Load(bus, worker.worker_id, srtp=True, tts=not args.no_tts, jitter_limit_ms=args.jitter_limit)
+        sender = asyncio.create_task(load.run(stop))
+        print(
+            f"ramp: {args.seconds:.0f} s per level; pass = no packet lost either way,"
+            f" p99 send jitter <= {args.jitter_limit:g} ms\n"
+            "calls worker ms/call-s lost-out  lost-in   late  srtp p99-jit  wrk-p99   load  result",
+            flush=True,
+        )
+        best, failed_at, level = 0, 0, args.start
+        while level <= args.max and not failed_at:
+            window = await measure(load, worker, bus, level, args.seconds)
+            show(window)
+            best, failed_at = (level, 0) if window.passed else (best, level)
+            level += args.step
+        step = args.step // 2
+        while failed_at and step >= args.min_step and failed_at - best > step:
+            level = best + step
+            window = await measure(load, worker, bus, level, args.seconds)
+            show(window)
+            best, failed_at = (level, failed_at) if window.passed else (best, level)
+            step //= 2
+        opens = sorted(load.open_ms)
+        if opens:
+            print(
+                f"leg.open round trip over the bus: p50 {opens[len(opens) // 2]:.2f} ms, "
+                f"p99 {opens[int(0.99 * (len(opens) - 1))]:.2f} ms ({len(opens)} legs)"
+            )
+        print(f"most calls held for {args.seconds:.0f} s on one core: {best}", flush=True)
+        stop.set()
+        await sender
+        await load.close(len(load.calls))
+        return best
+    finally:
+        stop.set()
+        worker.stop()
+        await bus.close()
+
+
+async def cost_window(args: argparse.Namespace, url: str, calls: int, flags: list[str], srtp: bool) -> float:
+    """Worker CPU in ms per call-second for one worker variant."""
+    worker = WorkerProcess(args, url, flags)
+    bus = Bus.from_settings(RedisSettings(url=url, prefix=worker.prefix, reply_timeout=5.0))
+    stop = asyncio.Event()
+    try:
+        await worker.wait_ready(bus)
+        load = Load(bus, worker.worker_id, srtp=srtp, tts=not args.no_tts, jitter_limit_ms=args.jitter_limit)
+        sender = asyncio.create_task(load.run(stop))
+        window = await measure(load, worker, bus, calls, args.cost_seconds)
+        stop.set()
+        await sender
+        await load.close(len(load.calls))
+        return window.ms_per_call_second
+    finally:
+        stop.set()
+        worker.stop()
+        await bus.close()
+
+
+async def cost(args: argparse.Namespace, url: str, calls: int) -> None:
+    """Worker CPU per call-second with everything on, then without SRTP, VAD, the bus: each variant
+    ``--cost-rounds`` times, interleaved, and the median kept (the shares are differences of totals)."""
+    variants = {"all on": ([], True), "no SRTP": ([], False), "no VAD": (["--no-vad"], True)}
+    variants["no bus"] = (["--no-bus"], True)
+    runs: dict[str, list[float]] = {name: [] for name in variants}
+    print(f"cost: {calls} calls, {args.cost_seconds:.0f} s a run, {args.cost_rounds} rounds", flush=True)
+    for _ in range(args.cost_rounds):
+        for name, (flags, srtp) in variants.items():
+            runs[name].append(await cost_window(args, url, calls, flags, srtp))
+    results = {name: sorted(values)[len(values) // 2] for name, values in runs.items()}
+    for name, values in runs.items():
+        shown = " ".join(f"{v:.3f}" for v in values)
+        print(f"  {name:8s} {results[name]:.3f} ms CPU per call-second (runs: {shown})", flush=True)
+    total = results["all on"]
+    for part, variant in (("SRTP", "no SRTP"), ("VAD", "no VAD"), ("bus", "no bus")):
+        share = total - results[variant]
+        print(f"  {part:5s} {share:+.3f} ms per call-second in context ({share / total * 100:+.0f}%)")
+    isolated()
+
+
+def isolated() -> None:
+    """The same three parts alone, on this process's core: the per-frame work times 50 frames/s."""
+    from activecall.media.leg import _RememberingVad
+    from activecall.media.publisher import encode_audio_frame
+    from activecall.media.vad import SpeechDetector, WebRtcVad
+
+    key = generate_key_salt()
+    sender = SrtpSession(SrtpProfile.AES_CM_128_HMAC_SHA1_80, key, key)
+    receiver = SrtpSession(SrtpProfile.AES_CM_128_HMAC_SHA1_80, key, key)
+    frames = list(np.split(voiced(4.0), 200))
+    payloads = [PCMU.encode(f) for f in frames]
+    count = 20_000
+
+    def per_second(run: object) -> float:
+        start = time.process_time()
+        run()  # type: ignore[operator]
+        return (time.process_time() - start) / count * 50 * 1000
+
+    def srtp() -> None:
+        for i in range(count):
+            packet = RTP_HEADER.pack(0x80, 0, i & 0xFFFF, i * 160, 7) + payloads[i % 200]
+            receiver.unprotect(sender.protect(packet))
+
+    detector = SpeechDetector(_RememberingVad(WebRtcVad(2)), 8000, start_ms=60, stop_ms=500)
+
+    def vad() -> None:
+        for i in range(count):
+            detector.process(frames[i % 200])
+
+    def bus() -> None:
+        import hiredis
+
+        for i in range(count):
+            data = encode_audio_frame("call-1", frames[i % 200].tobytes(), 8000, i, i * 20, time.time())
+            args = (b"XADD", "ac:call:{call-1}:audio:in", b"MAXLEN", b"~", b"3000", b"*", b"m", data)
+            hiredis.pack_command(args)  # type: ignore[arg-type]
+
+    print(
+        f"isolated, ms CPU per call-second: SRTP (protect + unprotect) {per_second(srtp):.3f},"
+        f" VAD {per_second(vad):.3f}, bus frame encoding and packing {per_second(bus):.3f}"
+        " (the bus's socket I/O is only in the in-context figure)",
+        flush=True,
+    )
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    url = os.environ.get("REDIS_URL")
+    server = None
+    pin(args.load_core)  # Redis started below shares the load's core, the worker has its own
+    if not url:
+        server = RedisServer().start()
+        url = server.url
+    try:
+        best = await ramp(args, url) if not args.cost_only else 0
+        if not args.no_cost:
+            await cost(args, url, args.cost_calls or max(50, min(200, best // 2)))
+    finally:
+        if server is not None:
+            server.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=60.0, help="how long each level must hold")
+    parser.add_argument("--start", type=int, default=50)
+    parser.add_argument("--step", type=int, default=50)
+    parser.add_argument("--min-step", type=int, default=12)
+    parser.add_argument("--max", type=int, default=1000)
+    parser.add_argument("--jitter-limit", type=float, default=JITTER_LIMIT_MS, help="p99 send jitter, ms")
+    parser.add_argument(
+        "--cost-calls", type=int, default=0, help="calls for the cost runs (0: half the best)"
+    )
+    parser.add_argument("--cost-seconds", type=float, default=10.0)
+    parser.add_argument("--cost-rounds", type=int, default=3)
+    parser.add_argument("--cost-only", action="store_true")
+    parser.add_argument("--no-cost", action="store_true")
+    parser.add_argument("--no-tts", action="store_true", help="no agent turns on audio:out")
+    parser.add_argument("--worker-core", type=int, default=0)
+    parser.add_argument(
+        "--nice",
+        type=int,
+        default=-10 if os.geteuid() == 0 else 0,
+        help="the worker's nice value (default -10 as root: on a shared machine the pinned core is then"
+        " the worker's, as a dedicated media host's would be)",
+    )
+    parser.add_argument("--load-core", type=int, default=1)
+    parser.add_argument("--port-base", type=int, default=16000, help="below the ephemeral range")
+    # The worker process is this script again:
+    parser.add_argument("--serve-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--redis", help=argparse.SUPPRESS)
+    parser.add_argument("--prefix", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-id", help=argparse.SUPPRESS)
+    parser.add_argument("--no-vad", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-bus", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--diag", action="store_true", help="the worker prints tick and GC timings")
+    parser.add_argument("--profile", default="", help="the worker writes a cProfile of 10 s to this file")
+    args = parser.parse_args()
+    if args.serve_worker:
+        uvloop.run(serve_worker(args))
+    else:
+        uvloop.run(main_async(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Barge-in: the detector alone, then caller speech cutting a playing turn end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from activecall.bus import Bus
+from activecall.media.bargein import BargeInDetector
+from activecall.media.metrics import STATS
+from activecall.media.testing import LegClient, Received, poll, voiced
+from activecall.media.worker import MediaWorker
+from activecall.messages import (
+    AudioChunk,
+    BargeIn,
+    PlaybackFinished,
+    PlaybackStarted,
+    SpeechStarted,
+    SpeechStopped,
+    TurnCancelled,
+)
+
+OpenLeg = Callable[..., Awaitable[LegClient]]
+SILENCE = bytes([0xFF]) * 160
+
+
+def feed(detector: BargeInDetector, decisions: str, playing_ms: int | None) -> list[int]:
+    """Indexes of the frames (``s`` speech, ``.`` not) on which the detector fires."""
+    return [i for i, c in enumerate(decisions) if detector.feed(c == "s", playing_ms)]
+
+
+def test_fires_after_min_speech_once_the_guard_passed() -> None:
+    detector = BargeInDetector(guard_ms=300, min_speech_ms=100)
+    assert feed(detector, "sssss", playing_ms=None) == []  # nothing plays
+    assert feed(detector, "sssss", playing_ms=200) == []  # inside the guard
+    assert feed(detector, "....sssss", playing_ms=400) == [8]
+
+
+def test_one_non_speech_frame_is_tolerated_two_reset() -> None:
+    detector = BargeInDetector(guard_ms=0, min_speech_ms=100)
+    assert feed(detector, "ss.sss", playing_ms=0) == [5]
+    assert feed(detector, "ss..sss", playing_ms=0) == []
+    assert feed(detector, "ss", playing_ms=0) == [1]  # the run of three above went on
+
+
+def test_speech_inside_the_guard_does_not_count() -> None:
+    detector = BargeInDetector(guard_ms=300, min_speech_ms=60)
+    assert [detector.feed(True, ms) for ms in (240, 260, 280, 300, 320, 340)] == [False] * 5 + [True]
+
+
+def tone(seconds: float, rate: int = 8000) -> np.ndarray:
+    """Agent audio with no gaps, so that every frame of the turn is told apart from silence."""
+    t = np.arange(int(seconds * rate)) / rate
+    out: np.ndarray = (4000 * np.sin(2 * np.pi * 440 * t) + 2000 * np.sin(2 * np.pi * 660 * t)).astype(
+        np.int16
+    )
+    return out
+
+
+async def test_caller_speech_stops_a_five_second_turn(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    peer = client.peer
+    speech = voiced(1.0)
+    onset: list[int] = []  # RTP timestamp of the agent packet that the first speech frame answered
+    sent = 0
+
+    def answer(item: Received) -> None:
+        """Lock-step caller: one frame back per agent packet, speech from 1 s into the turn."""
+        nonlocal sent
+        turn_frames = sum(r.packet.payload != SILENCE for r in peer.received)
+        if turn_frames >= 50 and sent < len(speech) // 160:
+            if not onset:
+                onset.append(item.packet.timestamp)
+            peer.send_frame(speech[sent * 160 : (sent + 1) * 160])
+            sent += 1
+        else:
+            peer.send_frame(np.zeros(160, np.int16))
+
+    peer.on_packet = answer
+    audio = tone(5.0)
+    stream = bus.keys.audio_out(client.call_id)
+    for seq in range(25):  # 5 s in 200 ms chunks
+        pcm = audio[seq * 1600 : (seq + 1) * 1600].astype("<i2").tobytes()
+        chunk = AudioChunk(call_id=client.call_id, turn_id="t1", seq=seq, pcm=pcm, last=seq == 24)
+        await bus.publish(stream, chunk)
+    barge_ins = STATS.barge_ins
+    await poll(client.events, lambda events: any(isinstance(e, BargeIn) for e in events))
+    await peer.wait_for(lambda: sent >= 20)
+    peer.on_packet = None
+    events = [e for e in await client.events() if not isinstance(e, SpeechStarted | SpeechStopped)]
+    assert [type(e) for e in events] == [PlaybackStarted, BargeIn, TurnCancelled, PlaybackFinished]
+    barge_in, cancelled, finished = events[1], events[2], events[3]
+    assert isinstance(barge_in, BargeIn) and isinstance(cancelled, TurnCancelled)
+    assert isinstance(finished, PlaybackFinished)
+    assert (cancelled.turn_id, cancelled.reason) == ("t1", "barge_in")
+    assert finished.played_ms == barge_in.played_ms
+    assert STATS.barge_ins - barge_ins == 1
+
+    packets = [r.packet for r in peer.received]
+    turn = [p for p in packets if p.payload != SILENCE]
+    stop = next(p for p in packets if p.timestamp > turn[0].timestamp and p.payload == SILENCE)
+    assert stop.timestamp == turn[-1].timestamp + 160  # the turn ended at once, not faded or resumed
+    reaction_ms = ((stop.timestamp - onset[0]) & 0xFFFFFFFF) / 8
+    assert 0 < reaction_ms <= 150, reaction_ms
+    heard_ms = len(turn) * 20
+    assert abs(barge_in.played_ms - heard_ms) <= 40, (barge_in.played_ms, heard_ms)
+
+    late = AudioChunk(call_id=client.call_id, turn_id="t1", seq=25, pcm=audio[:1600].astype("<i2").tobytes())
+    await bus.publish(stream, late)  # the rest of a cut turn never plays
+    count = len(peer.received)
+    await peer.wait_for(lambda: len(peer.received) >= count + 15)
+    assert all(r.packet.payload == SILENCE for r in peer.received[count:])
