@@ -180,8 +180,12 @@ class TurnCancelled(Message):
 
 @dataclass(kw_only=True)
 class PlaybackStarted(Message):
+    """The first packet of a turn left; ``latency_ms`` is the time since the caller stopped speaking
+    (0 when the turn does not answer speech)."""
+
     TYPE: ClassVar[str] = "playback.started"
     turn_id: str
+    latency_ms: int = 0
 
 
 @dataclass(kw_only=True)

@@ -27,7 +27,7 @@ from activecall.media.bargein import BargeInDetector
 from activecall.media.dtmf import DtmfError, DtmfPacket, DtmfReceiver, DtmfSender, digit_to_event
 from activecall.media.g711 import CODECS_BY_NAME, CODECS_BY_PAYLOAD_TYPE, PCMU, G711Codec
 from activecall.media.jitterbuffer import JitterBuffer, conceal_pcm16
-from activecall.media.metrics import STATS
+from activecall.media.metrics import STATS, TURN_LATENCY
 from activecall.media.playout import FRAME_SAMPLES, Playout
 from activecall.media.ports import BoundPair
 from activecall.media.recorder import StereoRecorder
@@ -51,6 +51,7 @@ from activecall.messages import (
     LegUpdate,
     MediaTimeout,
     Message,
+    PlaybackStarted,
     SpeechStopped,
 )
 from activecall.messages import SpeechStarted as SpeechStartedEvent
@@ -157,6 +158,7 @@ class Leg:
         self._silence = PCMU.silence(FRAME_SAMPLES)
         self._agent_frame: np.ndarray | None = None
         self.playout = Playout(self._emit)
+        self._speech_ended: float | None = None
         self.dtmf_sender = DtmfSender(CLOCK_RATE, FRAME_MS)
         self._dtmf_digits: deque[tuple[str, int]] = deque()
         self._dtmf_packets: deque[DtmfPacket] = deque()
@@ -464,6 +466,8 @@ class Leg:
                 if isinstance(event, SpeechStarted):
                     self._emit(SpeechStartedEvent(at_ms=at_ms))
                 else:
+                    # The detector confirms the end of speech some silence after it happened.
+                    self._speech_ended = time.monotonic() - (event.detected_ms - event.time_ms) / 1000
                     self._emit(SpeechStopped(at_ms=at_ms))
             if self.barge_in.feed(self._vad.last, self.playout.playing_ms()) and self.playout.barge_in():
                 STATS.barge_ins += 1
@@ -536,6 +540,11 @@ class Leg:
         self.recorder = StereoRecorder(path, CLOCK_RATE, FRAME_SAMPLES)
 
     def _emit(self, message: Message) -> None:
+        if isinstance(message, PlaybackStarted) and self._speech_ended is not None:
+            latency = time.monotonic() - self._speech_ended
+            message.latency_ms = int(latency * 1000)
+            TURN_LATENCY.observe(latency)
+            self._speech_ended = None
         self.sink.event(self.call_id, message)
 
     def report_error(self, error: str) -> None:

@@ -10,9 +10,11 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import Gauge
+from prometheus_client import Gauge, Histogram
 from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+
+from activecall.metrics import TURN_BUCKETS
 
 SRTP_FAILURE_KINDS = ("auth", "replay", "malformed", "nokey")
 DROP_REASONS = ("malformed", "payload_type", "not_ready", "source")
@@ -81,6 +83,11 @@ class MediaStats:
 STATS = MediaStats()
 
 LEGS_ACTIVE = Gauge("activecall_media_legs_active", "RTP legs held by this media worker")
+TURN_LATENCY = Histogram(
+    "activecall_turn_latency_seconds",
+    "From the end of the caller's speech to the first RTP packet of the agent's answer",
+    buckets=TURN_BUCKETS,
+)
 
 
 def _counter(name: str, doc: str, value: float, labels: dict[str, str] | None = None) -> CounterMetricFamily:
