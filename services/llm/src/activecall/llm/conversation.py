@@ -44,6 +44,7 @@ from activecall.messages import (
     DtmfReceived,
     Hangup,
     PlaybackFinished,
+    PlaybackStarted,
     SaySynthesized,
     SpeechStarted,
     SpeechStopped,
@@ -264,6 +265,8 @@ class Conversation:
             self.clock.caller_stopped(self._now())
         elif isinstance(message, SaySynthesized):
             self.durations.setdefault(message.turn_id, {})[message.seq] = message.duration_ms
+        elif isinstance(message, PlaybackStarted):
+            await self._record_playback(message)
         elif isinstance(message, CallEnded):
             self.finished = True
         self.cursor.done(entry.id)
@@ -277,6 +280,15 @@ class Conversation:
         self.clock.busy()
         kind = "utterance" if isinstance(message, TranscriptFinal) else "dtmf"
         self.work.append(Work(kind, entry, text))
+
+    async def _record_playback(self, message: PlaybackStarted) -> None:
+        """The call record's timings: when the agent was first heard, and each answer's latency."""
+        if message.turn_id == "greeting":
+            await self.calls.set_timing(self.call_id, "first_audio", message.ts or time.time())
+        if message.latency_ms:
+            await self.calls.set_timing(
+                self.call_id, f"turn_latency:{message.turn_id}", message.latency_ms / 1000
+            )
 
     async def _playback_finished(self, message: PlaybackFinished) -> None:
         self.clock.playback_finished(message.turn_id, self._now())
