@@ -1,16 +1,204 @@
-"""The tts service process: call sessions claimed from `sessions:tts`."""
+"""The tts service: speech per call, sentence by sentence, claimed from ``sessions:tts``.
+
+Text arrives on ``call:{id}:say`` as :class:`~activecall.messages.SayText` pieces tagged with a
+``turn_id``; each piece is synthesized, resampled to the call's rate and appended to
+``call:{id}:audio:out`` as :class:`~activecall.messages.AudioChunk` s. Chunk sequence numbers are
+derived from the piece's own (``seq * 1000 + i``), so a worker that takes a call over and speaks a
+piece again produces the same (turn_id, seq) pairs, which the media worker plays once.
+
+A ``turn.cancelled`` or ``barge_in`` event drops the queued text of that turn and stops its synthesis.
+A phrase cache keyed by (engine, voice, text, rate) makes repeated greetings free.
+"""
 
 from __future__ import annotations
 
-from activecall.service import SessionService
+import asyncio
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import soxr
+
+from activecall.bus import Entry
+from activecall.messages import AudioChunk, BargeIn, CallEnded, SaySynthesized, SayText, TurnCancelled
+from activecall.service import Runtime, SessionService
 from activecall.sessions import SessionContext
+from activecall.tts import metrics
+from activecall.tts.engines import TtsEngine, create_tts_engine
+
+log = logging.getLogger("activecall.tts")
+
+CHUNK_MS = 200
+SEQ_STRIDE = 1000
+
+
+class PhraseCache:
+    """A small LRU of synthesized phrases at a given rate."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self._items: OrderedDict[tuple[str, str, str, int], bytes] = OrderedDict()
+
+    def get(self, key: tuple[str, str, str, int]) -> bytes | None:
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+            metrics.CACHE.labels("hit").inc()
+        else:
+            metrics.CACHE.labels("miss").inc()
+        return value
+
+    def put(self, key: tuple[str, str, str, int], pcm: bytes) -> None:
+        if self.entries <= 0:
+            return
+        self._items[key] = pcm
+        self._items.move_to_end(key)
+        while len(self._items) > self.entries:
+            self._items.popitem(last=False)
+
+
+def resample_pcm16(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
+    if rate_in == rate_out or not pcm:
+        return pcm
+    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
+    out = soxr.resample(samples, rate_in, rate_out, quality="HQ")
+    return bytes((np.clip(out, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
 
 
 class TtsService(SessionService):
     role = "tts"
 
+    def __init__(self, runtime: Runtime) -> None:
+        super().__init__(runtime)
+        settings = runtime.config.tts
+        self.engine: TtsEngine = create_tts_engine(settings.engine, settings)
+        self.engine_name = settings.engine
+        self.voice = settings.voice
+        self.cache = PhraseCache(settings.cache_entries)
+        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts")
+
     def session_capacity(self) -> int:
         return self.runtime.config.tts.capacity
 
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.warm_up)
+        await super().start()
+
+    async def stop(self) -> None:
+        await super().stop()
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    async def speech(self, text: str, rate: int) -> bytes:
+        """The text spoken at ``rate`` Hz, from the cache or the engine."""
+        key = (self.engine_name, self.voice, text, rate)
+        cached = self.cache.get(key)
+        if cached is not None:
+            return cached
+        started = time.perf_counter()
+        native = await asyncio.get_running_loop().run_in_executor(self.executor, self._synthesize, text)
+        pcm = resample_pcm16(native, self.engine.sample_rate, rate)
+        metrics.SYNTHESIS_SECONDS.inc(time.perf_counter() - started)
+        metrics.AUDIO_SECONDS.inc(len(native) / 2 / self.engine.sample_rate)
+        self.cache.put(key, pcm)
+        return pcm
+
+    def _synthesize(self, text: str) -> bytes:
+        return b"".join(self.engine.synthesize(text, self.voice or None))
+
     async def handle(self, ctx: SessionContext) -> None:
-        raise NotImplementedError("the tts pipeline is not wired to the bus yet")
+        await CallSpeaker(self, ctx).run()
+
+
+class CallSpeaker:
+    """One call: a reader that queues text and watches for cancellations, a speaker that synthesizes."""
+
+    def __init__(self, service: TtsService, ctx: SessionContext) -> None:
+        self.service = service
+        self.ctx = ctx
+        self.bus = ctx.bus
+        self.rate = ctx.session.start.sample_rate or 8000
+        self.queue: asyncio.Queue[Entry] = asyncio.Queue()
+        self.cancelled: set[str] = set()
+        self.speaking_turn = ""
+        self.speaking: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        speaker = asyncio.create_task(self.speak_queued(), name=f"tts-speaker-{self.ctx.call_id}")
+        try:
+            await self.read()
+        finally:
+            speaker.cancel()
+            await asyncio.gather(speaker, return_exceptions=True)
+
+    async def read(self) -> None:
+        call_id = self.ctx.call_id
+        streams = [self.bus.keys.say(call_id), self.bus.keys.events(call_id)]
+        while True:
+            for entry in await self.ctx.read(streams, count=50, block_ms=500):
+                message = entry.message
+                if isinstance(message, SayText):
+                    self.queue.put_nowait(entry)
+                    continue
+                self.ctx.processed(entry)
+                if isinstance(message, TurnCancelled | BargeIn):
+                    self.cancel(message.turn_id)
+                elif isinstance(message, CallEnded):
+                    await self.ctx.save()
+                    return
+
+    def cancel(self, turn_id: str) -> None:
+        self.cancelled.add(turn_id)
+        if self.speaking_turn == turn_id and self.speaking is not None:
+            self.speaking.cancel()
+
+    async def speak_queued(self) -> None:
+        while True:
+            entry = await self.queue.get()
+            message = entry.message
+            assert isinstance(message, SayText)
+            if message.turn_id not in self.cancelled:
+                self.speaking_turn = message.turn_id
+                task = self.speaking = asyncio.create_task(self.speak(message))
+                try:
+                    await asyncio.wait(
+                        {task}
+                    )  # unlike await, wait() does not raise when the turn is cancelled
+                finally:
+                    task.cancel()
+                    self.speaking = None
+                    self.speaking_turn = ""
+                if task.cancelled():
+                    metrics.TURNS_CANCELLED.inc()
+                elif task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+            self.ctx.processed(entry)
+            await self.ctx.save()
+
+    async def speak(self, message: SayText) -> None:
+        text = message.text.strip()
+        pcm = await self.service.speech(text, self.rate) if text else b""
+        chunk_bytes = self.rate * 2 * CHUNK_MS // 1000
+        pieces = [pcm[i : i + chunk_bytes] for i in range(0, len(pcm), chunk_bytes)] or [b""]
+        out = self.bus.keys.audio_out(self.ctx.call_id)
+        if text:
+            duration_ms = len(pcm) * 1000 // (2 * self.rate)
+            synthesized = SaySynthesized(
+                turn_id=message.turn_id, seq=message.seq, duration_ms=duration_ms, chars=len(text)
+            )
+            await self.bus.emit(self.ctx.call_id, synthesized)
+        for i, piece in enumerate(pieces):
+            if message.turn_id in self.cancelled:
+                return
+            chunk = AudioChunk(
+                call_id=self.ctx.call_id,
+                turn_id=message.turn_id,
+                seq=message.seq * SEQ_STRIDE + i,
+                pcm=piece,
+                sample_rate=self.rate,
+                last=message.last and i == len(pieces) - 1,
+            )
+            await self.bus.publish(out, chunk, maxlen=self.bus.settings.audio_maxlen)
+            if i == 0 and message.ts:
+                metrics.TIME_TO_FIRST_AUDIO.observe(max(0.0, time.time() - message.ts))
