@@ -13,7 +13,7 @@ CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test lint fmt run workers bench bench-bus bench-media bench-asr bench-tts compose-config clean
+.PHONY: help setup apt venv test lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-tts compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -51,10 +51,13 @@ run: ## start Redis (if unreachable) and all six services; Ctrl-C stops them
 workers: ## print the worker registry (live heartbeats)
 	$(VENV)/bin/activecall workers --config $(CONFIG)
 
-bench: bench-bus bench-media bench-asr bench-tts ## every benchmark
+bench: bench-bus bench-sip bench-media bench-asr bench-tts ## every benchmark
 
 bench-bus: ## bus latency p50/p99 and messages/s for 20 ms audio frames at 100 and 500 calls
 	$(PY) bench/bench_bus.py --calls 100 500
+
+bench-sip: ## SIP edge: highest call rate held 30 s with no failed call (SIPp, a media leg per call over the bus)
+	$(PY) bench/bench_sip.py
 
 bench-media: ## media worker: most calls held on one core, per-call CPU of SRTP, VAD and the bus
 	$(PY) bench/bench_media.py

@@ -1,9 +1,119 @@
-"""The SIP edge process."""
+"""The sip-edge process: ``python -m activecall.sip_edge``.
+
+Listeners come from the config: ``udp_port``, ``tcp_port`` and ``tls_port`` on ``addr`` (0 turns one
+off); ``external_ip`` is the address written in Via, Contact and SDP. Load is the number of calls
+held; capacity is :data:`~activecall.sip_edge.edge.MAX_CALLS`.
+"""
 
 from __future__ import annotations
 
-from activecall.service import BaseService
+import contextlib
+import logging
+
+import redis.asyncio as aioredis
+
+from activecall.bus import Bus
+from activecall.config import RedisSettings
+from activecall.service import BaseService, Runtime
+from activecall.sip_edge.edge import Edge, EdgeOptions
+from activecall.sip_edge.resolver import Resolver
+from activecall.sip_edge.timers import BaseIntervals
+from activecall.sip_edge.transport import Transport, TransportLayer, TransportSettings, server_tls_context
+from activecall.sip_edge.ua import UaSettings
+
+log = logging.getLogger("activecall.sip_edge.service")
+
+EDGE_REDIS_CONNECTIONS = 512
+
+
+def edge_bus(settings: RedisSettings) -> Bus:
+    """The edge's own Redis client. A request to a media worker holds a connection until its reply
+    comes, so a burst of calls needs many at once; this pool makes a caller wait for a free connection
+    (up to the reply timeout) where the default one would fail the call."""
+    pool = aioredis.BlockingConnectionPool.from_url(
+        settings.url,
+        max_connections=EDGE_REDIS_CONNECTIONS,
+        timeout=settings.reply_timeout,
+        health_check_interval=10,
+    )
+    return Bus(aioredis.Redis(connection_pool=pool), settings)
 
 
 class SipEdgeService(BaseService):
     role = "sip-edge"
+
+    def __init__(
+        self,
+        runtime: Runtime,
+        *,
+        intervals: BaseIntervals | None = None,
+        ua_settings: UaSettings | None = None,
+        resolver: Resolver | None = None,
+        options: EdgeOptions | None = None,
+        transport_settings: TransportSettings | None = None,
+    ) -> None:
+        super().__init__(runtime)
+        config = runtime.config
+        self.transport = TransportLayer(
+            settings=transport_settings
+            or TransportSettings(
+                public_host=config.external_ip,
+                tls_cert_file=config.tls_cert_file,
+                tls_key_file=config.tls_key_file,
+            )
+        )
+        self.bus = edge_bus(config.redis)
+        self.edge = Edge(
+            config,
+            self.bus,
+            runtime.worker_id,
+            self.transport,
+            intervals=intervals,
+            ua_settings=ua_settings,
+            resolver=resolver,
+            options=options,
+        )
+        self.listening: dict[Transport, tuple[str, int]] = {}
+
+    @property
+    def load(self) -> int:
+        return self.edge.load
+
+    @property
+    def capacity(self) -> int:
+        return self.edge.options.max_calls
+
+    @property
+    def address(self) -> str:
+        for transport in (Transport.UDP, Transport.TCP, Transport.TLS):
+            if transport in self.listening:
+                host, port = self.transport.sent_by(transport)
+                return f"{host}:{port}"
+        return ""
+
+    async def start(self) -> None:
+        config = self.runtime.config
+        ports = {
+            Transport.UDP: config.udp_port,
+            Transport.TCP: config.tcp_port,
+            Transport.TLS: config.tls_port,
+        }
+        for transport, port in ports.items():
+            if not port:
+                continue
+            tls = (
+                server_tls_context(config.tls_cert_file, config.tls_key_file)
+                if transport is Transport.TLS
+                else None
+            )
+            self.listening[transport] = await self.transport.listen(transport, config.addr, port, tls)
+        await self.edge.start()
+
+    async def drain(self) -> None:
+        await self.edge.drain()
+
+    async def stop(self) -> None:
+        await self.edge.stop()
+        await self.transport.close()
+        with contextlib.suppress(Exception):
+            await self.bus.close()

@@ -1,0 +1,99 @@
+"""Call admission: the source ACL and the media capacity seen through the worker registry."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable
+
+import redis.asyncio as aioredis
+
+from activecall.bus import REDIS_DOWN, Keys
+from activecall.registry import WorkerInfo, list_workers
+
+log = logging.getLogger("activecall.sip_edge.admission")
+
+MEDIA_ROLE = "media"
+REGISTRY_REFRESH_S = 0.5
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class AclError(ValueError):
+    """An ACL entry is not a CIDR block or an address."""
+
+
+def _networks(entries: Iterable[str], what: str) -> list[IpNetwork]:
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry.strip(), strict=False))
+        except ValueError:
+            raise AclError(f"acl.{what}: {entry!r} is not an address or CIDR block") from None
+    return networks
+
+
+class Acl:
+    """Source filter for inbound INVITEs: a denied source is refused; with an allow list, only the
+    sources it contains are admitted (an empty allow list admits everyone not denied)."""
+
+    def __init__(self, allow: Iterable[str] = (), deny: Iterable[str] = ()) -> None:
+        self.allow = _networks(allow, "allow")
+        self.deny = _networks(deny, "deny")
+
+    def permits(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address)
+        except ValueError:
+            return False
+        if any(ip in network for network in self.deny):
+            return False
+        return not self.allow or any(ip in network for network in self.allow)
+
+
+class MediaPool:
+    """Live media workers from ``workers:media``, read at most every ``refresh_s``, with the legs this
+    edge placed since the last read added to their load so a burst spreads out."""
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, ttl: float, refresh_s: float = REGISTRY_REFRESH_S
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.ttl = ttl
+        self.refresh_s = refresh_s
+        self._workers: list[WorkerInfo] = []
+        self._read_at = float("-inf")
+        self._placed_since_read: Counter[str] = Counter()
+
+    async def workers(self) -> list[WorkerInfo]:
+        """Live workers (cached); empty when the registry cannot be read."""
+        if time.monotonic() - self._read_at >= self.refresh_s:
+            try:
+                self._workers = await list_workers(self.redis, self.keys, MEDIA_ROLE, self.ttl)
+            except REDIS_DOWN as exc:
+                log.warning("cannot read the media registry", extra={"error": str(exc)})
+                self._workers = []
+            self._read_at = time.monotonic()
+            self._placed_since_read.clear()
+        return self._workers
+
+    def _free(self, worker: WorkerInfo) -> int:
+        return worker.capacity - worker.load - self._placed_since_read[worker.id]
+
+    async def has_capacity(self) -> bool:
+        return any(not w.draining and self._free(w) > 0 for w in await self.workers())
+
+    async def pick(self, exclude: Iterable[str] = ()) -> WorkerInfo | None:
+        """The non-draining worker with the most room (lowest load ratio), or None."""
+        skip = set(exclude)
+        candidates = [
+            w for w in await self.workers() if not w.draining and w.id not in skip and self._free(w) > 0
+        ]
+        if not candidates:
+            return None
+        best = min(candidates, key=lambda w: ((w.capacity - self._free(w)) / max(w.capacity, 1), w.id))
+        self._placed_since_read[best.id] += 1
+        return best

@@ -1,0 +1,334 @@
+"""One call at the edge: its record, its media leg, its SIP session, its events.
+
+Every state change is written to the call record and announced on ``call:{id}:events``
+(:class:`CallStateChanged`); answering adds :class:`CallAnswered` and the three
+:class:`SessionStart` entries; the end closes the leg, finishes the record and emits
+:class:`CallEnded`. Ending is idempotent, whoever triggers it (BYE either way, a command, a media
+timeout, a failed setup).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from activecall.bus import FIELD, as_str
+from activecall.messages import (
+    CallAnswered,
+    CallEnded,
+    CallError,
+    CallStateChanged,
+    DtmfReceived,
+    Message,
+    SessionStart,
+    TransferRequested,
+)
+from activecall.metrics import BUS_PUBLISHED
+from activecall.sip_edge import metrics
+from activecall.sip_edge.legs import Leg, LegError
+from activecall.sip_edge.message import SipRequest
+from activecall.sip_edge.sdp import Answer, SdpError, SessionDescription, process_answer, update_answer
+from activecall.sip_edge.session import InviteSession, SessionListener
+from activecall.sip_edge.ua import OutgoingCall
+from activecall.sip_edge.uri import SipUri
+from activecall.store import CallRecord, scrub_variables
+
+if TYPE_CHECKING:
+    from activecall.sip_edge.edge import Edge
+
+log = logging.getLogger("activecall.sip_edge.call")
+
+SESSION_ROLES = ("asr", "llm", "tts")
+SAMPLE_RATE = 8000
+STATUS_ACCEPTED = 202
+
+
+class CallState(enum.StrEnum):
+    NEW = "new"
+    DIALING = "dialing"
+    RINGING = "ringing"
+    EARLY = "early"
+    ANSWERED = "answered"
+    TRANSFERRING = "transferring"
+    ENDED = "ended"
+    REJECTED = "rejected"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+FINAL_STATES = frozenset({CallState.ENDED, CallState.REJECTED, CallState.FAILED, CallState.CANCELLED})
+
+
+class SetupFailed(Exception):
+    """A call that cannot be set up: the status to answer (inbound) or report (outbound)."""
+
+    def __init__(
+        self,
+        status: int,
+        reason: str,
+        state: CallState = CallState.FAILED,
+        headers: list[tuple[str, str]] | None = None,
+        by: str = "edge",
+    ) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+        self.state = state
+        self.headers = headers or []
+        self.by = by
+
+
+def uri_user(uri: object) -> str:
+    """The user part of a SIP URI (a number, usually), else the URI as text."""
+    return uri.user if isinstance(uri, SipUri) and uri.user else str(uri)
+
+
+class Call(SessionListener):
+    """The edge's view of one call; also the listener of its SIP session."""
+
+    def __init__(
+        self,
+        edge: Edge,
+        call_id: str,
+        direction: str,
+        caller: str,
+        callee: str,
+        sip_call_id: str,
+        variables: dict[str, str],
+    ) -> None:
+        self.edge = edge
+        self.call_id = call_id
+        self.direction = direction
+        self.caller = caller
+        self.callee = callee
+        self.sip_call_id = sip_call_id
+        self.variables = variables
+        self.playbook = ""
+        self.state = CallState.NEW
+        self.leg: Leg | None = None
+        self.answer: Answer | None = None
+        self.offer: SessionDescription | None = None
+        self.session: InviteSession | None = None
+        self.outgoing: OutgoingCall | None = None
+        self.events_cursor = ""
+        self.abort = asyncio.Event()
+        self.abort_reason = ""
+        self.abort_by = ""
+        self.ended = asyncio.Event()
+        self.transfer_target = ""
+        self._ending = False
+        self.started = time.monotonic()
+
+    def __repr__(self) -> str:
+        return f"<Call {self.call_id} {self.direction} {self.state}>"
+
+    @property
+    def answered(self) -> bool:
+        return self.session is not None and self.state in (CallState.ANSWERED, CallState.TRANSFERRING)
+
+    # ---------------------------------------------------------------- record and events
+
+    async def create_record(self, state: CallState) -> None:
+        """Write the call record, add it to ``calls:active`` and announce the state, in one round trip."""
+        record = CallRecord(
+            call_id=self.call_id,
+            direction=self.direction,
+            state=state.value,
+            caller=self.caller,
+            callee=self.callee,
+            edge=self.edge.edge_id,
+            playbook=self.playbook,
+            sip_call_id=self.sip_call_id,
+            variables=self.variables,
+        )
+        previous, self.state = self.state, state
+        keys = self.edge.bus.keys
+        event = CallStateChanged(call_id=self.call_id, state=state.value, previous=previous.value)
+        pipe = self.edge.bus.redis.pipeline(transaction=False)
+        pipe.hset(keys.call(self.call_id), mapping=record.to_hash())  # type: ignore[arg-type]
+        pipe.sadd(keys.calls_active(), self.call_id)
+        self._xadd(pipe, keys.events(self.call_id), event)
+        await pipe.execute()
+
+    def _xadd(self, pipe: Any, stream: str, message: Message, capped: bool = True) -> None:
+        maxlen = self.edge.bus.settings.events_maxlen if capped else None
+        pipe.xadd(stream, {FIELD: message.encode()}, maxlen=maxlen, approximate=True)
+        BUS_PUBLISHED.labels(message.TYPE).inc()
+
+    async def set_state(self, state: CallState, reason: str = "") -> None:
+        if state is self.state:
+            return
+        previous, self.state = self.state, state
+        event = CallStateChanged(
+            call_id=self.call_id, state=state.value, previous=previous.value, reason=reason
+        )
+        await asyncio.gather(
+            self.edge.store.update(self.call_id, state=state.value), self.edge.bus.emit(self.call_id, event)
+        )
+
+    async def publish_answered(self) -> None:
+        """The answered state, CallAnswered, the three session entries and the record, in one round trip."""
+        keys = self.edge.bus.keys
+        previous, self.state = self.state, CallState.ANSWERED
+        events = keys.events(self.call_id)
+        variables = scrub_variables(self.variables)
+        answered = CallAnswered(
+            call_id=self.call_id,
+            direction=self.direction,
+            caller=self.caller,
+            callee=self.callee,
+            playbook=self.playbook,
+            sample_rate=SAMPLE_RATE,
+        )
+        fields = {"state": CallState.ANSWERED.value, "answered": str(time.time()), "playbook": self.playbook}
+        if self.leg is not None:
+            fields["media_worker"] = self.leg.worker
+        pipe = self.edge.bus.redis.pipeline(transaction=False)
+        self._xadd(
+            pipe,
+            events,
+            CallStateChanged(call_id=self.call_id, state=CallState.ANSWERED.value, previous=previous.value),
+        )
+        self._xadd(pipe, events, answered)
+        for role in SESSION_ROLES:
+            # sessions:{role} is never capped: its entries live until their session ends.
+            self._xadd(pipe, keys.sessions(role), self._session_start(role, variables), capped=False)
+        pipe.hset(keys.call(self.call_id), mapping=fields)  # type: ignore[arg-type]
+        results = await pipe.execute()
+        self.events_cursor = as_str(results[1])
+        metrics.CALL_SETUP.labels(self.direction).observe(time.monotonic() - self.started)
+
+    def _session_start(self, role: str, variables: dict[str, str]) -> SessionStart:
+        return SessionStart(
+            call_id=self.call_id,
+            role=role,
+            playbook=self.playbook,
+            sample_rate=SAMPLE_RATE,
+            variables=variables,
+        )
+
+    async def emit(self, *messages: Any) -> None:
+        stream = self.edge.bus.keys.events(self.call_id)
+        await self.edge.bus.publish_many([(stream, m) for m in messages])
+
+    # ---------------------------------------------------------------- ending
+
+    async def finish(self, reason: str, by: str, status: int = 0, state: CallState = CallState.ENDED) -> None:
+        """Close the leg, finish the record, emit the end; safe to call more than once."""
+        if self._ending:
+            return
+        self._ending = True
+        result = "answered" if self.session is not None else state.value
+        if self.session is not None and not self.session.terminated.is_set():
+            await self.session.bye(reason)
+        try:
+            keys = self.edge.bus.keys
+            previous, self.state = self.state, state
+            pipe = self.edge.bus.redis.pipeline(transaction=False)
+            if self.leg is not None:
+                stream, close = self.edge.legs.close_command(self.call_id, self.leg)
+                self._xadd(pipe, stream, close)
+            change = CallStateChanged(
+                call_id=self.call_id, state=state.value, previous=previous.value, reason=reason
+            )
+            self._xadd(pipe, keys.events(self.call_id), change)
+            self._xadd(
+                pipe,
+                keys.events(self.call_id),
+                CallEnded(call_id=self.call_id, reason=reason, by=by, status=status),
+            )
+            await asyncio.gather(
+                self.edge.store.finish(self.call_id, reason, state=state.value), pipe.execute()
+            )
+        except Exception:
+            log.exception("could not record the end of a call", extra={"call_id": self.call_id})
+        finally:
+            metrics.CALLS.labels(self.direction, result).inc()
+            self.edge.forget(self)
+            self.ended.set()
+            log.info(
+                "call ended", extra={"call_id": self.call_id, "reason": reason, "by": by, "status": status}
+            )
+
+    def hangup(self, reason: str, by: str) -> None:
+        """End the call from our side, in whatever state it is."""
+        self.abort_reason, self.abort_by = reason, by
+        if self.session is not None:
+            self.edge.spawn(self.session.bye(reason), f"bye-{self.call_id}")
+            return
+        self.abort.set()
+        if self.outgoing is not None:
+            self.outgoing.cancel()
+
+    # ---------------------------------------------------------------- session listener
+
+    async def on_offer(self, session: InviteSession, offer: bytes) -> bytes:
+        """A re-INVITE or UPDATE offer (hold, resume, new address): answer it and move the leg."""
+        previous = self.answer
+        if previous is None or self.leg is None:
+            raise SdpError("no negotiated media to update")
+        answer = update_answer(previous, SessionDescription.parse(offer))
+        await self.edge.legs.update(self.call_id, self.leg, answer)
+        self.answer = answer
+        return bytes(answer.sdp)
+
+    async def on_answer(self, session: InviteSession, answer: bytes) -> None:
+        """The peer's answer to the offer in our 2xx to an offer-less re-INVITE."""
+        if self.leg is None:
+            return
+        try:
+            outcome = process_answer(
+                SessionDescription.parse(session.local_sdp), SessionDescription.parse(answer)
+            )
+            await self.edge.legs.update(self.call_id, self.leg, outcome)
+        except (SdpError, LegError) as exc:
+            log.warning(
+                "cannot use the answer in the ACK", extra={"call_id": self.call_id, "error": str(exc)}
+            )
+
+    def on_terminated(self, session: InviteSession, reason: str, by: str) -> None:
+        if by == "local" and self.abort_by:
+            by = self.abort_by  # who asked for the hangup: the api, the media worker, a timeout
+        self.edge.spawn(self.finish(reason, by), f"finish-{self.call_id}")
+
+    def on_dtmf(self, session: InviteSession, digit: str, duration_ms: int) -> None:
+        event = DtmfReceived(call_id=self.call_id, digit=digit, duration_ms=duration_ms)
+        self.edge.spawn(self.edge.bus.emit(self.call_id, event))
+
+    def on_refer(self, session: InviteSession, refer_to: str, request: SipRequest) -> int:
+        event = TransferRequested(call_id=self.call_id, target=refer_to, by="remote")
+        self.edge.spawn(self.edge.bus.emit(self.call_id, event))
+        return STATUS_ACCEPTED
+
+    def on_refer_progress(self, session: InviteSession, status: int, final: bool) -> None:
+        if not final or self.state is not CallState.TRANSFERRING:
+            return
+        if status < 300:
+            self.edge.spawn(self.finish("transferred", "transfer"), f"finish-{self.call_id}")
+        else:
+            self.edge.spawn(self._transfer_failed(f"the transfer target answered {status}"))
+
+    # ---------------------------------------------------------------- transfer
+
+    async def transfer(self, target: str) -> None:
+        """Blind transfer with REFER (RFC 3515); BYE follows the final NOTIFY."""
+        session = self.session
+        if session is None or not self.answered:
+            await self.emit(
+                CallError(call_id=self.call_id, source="sip-edge", error="transfer: call not answered")
+            )
+            return
+        uri = target if ":" in target else f"tel:{target}"
+        self.transfer_target = uri
+        await self.set_state(CallState.TRANSFERRING, reason=uri)
+        response = await session.refer(uri)
+        if response.status >= 300:
+            await self._transfer_failed(f"REFER answered {response.status}")
+
+    async def _transfer_failed(self, error: str) -> None:
+        await self.emit(CallError(call_id=self.call_id, source="sip-edge", error=f"transfer failed: {error}"))
+        if self.state is CallState.TRANSFERRING:
+            await self.set_state(CallState.ANSWERED, reason="transfer failed")

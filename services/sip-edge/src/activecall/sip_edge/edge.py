@@ -1,0 +1,265 @@
+"""The edge: the calls of one sip-edge process and the streams that drive them.
+
+Inbound calls come from the user agent (:mod:`activecall.sip_edge.inbound`); outbound ones from
+``edge:originate``, read in the consumer group ``sip-edge`` (:mod:`activecall.sip_edge.outbound`).
+``edge:{id}:control`` carries Hangup and Transfer; a ``media.timeout`` event on a call's stream
+hangs it up. Draining refuses new INVITEs with 503 and stops taking originates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from activecall.bus import REDIS_DOWN, Bus, with_reconnect
+from activecall.bus import now_ms as bus_now_ms
+from activecall.config import Config
+from activecall.messages import Hangup, MediaTimeout, Originate, Transfer
+from activecall.sip_edge import metrics
+from activecall.sip_edge.admission import Acl, MediaPool
+from activecall.sip_edge.call import Call
+from activecall.sip_edge.handler import WebhookHandler, make_handler
+from activecall.sip_edge.inbound import Inbound
+from activecall.sip_edge.legs import Leg, LegClient
+from activecall.sip_edge.outbound import Outbound
+from activecall.sip_edge.registration import Registration
+from activecall.sip_edge.resolver import Resolver
+from activecall.sip_edge.timers import BaseIntervals
+from activecall.sip_edge.transport import TransportLayer
+from activecall.sip_edge.ua import IncomingCall, UaSettings, UserAgent
+from activecall.store import CallStore
+
+log = logging.getLogger("activecall.sip_edge.edge")
+
+ORIGINATE_GROUP = "sip-edge"
+MAX_CALLS = 5000
+RETRY_AFTER_S = 5
+
+
+@dataclass(frozen=True)
+class EdgeOptions:
+    max_calls: int = MAX_CALLS
+    retry_after: int = RETRY_AFTER_S
+    control_block_ms: int = 1000
+    events_poll_s: float = 1.0
+    shutdown_bye_timeout: float = 2.0
+
+
+class Edge:
+    """Calls of one sip-edge process."""
+
+    def __init__(
+        self,
+        config: Config,
+        bus: Bus,
+        edge_id: str,
+        transport: TransportLayer,
+        *,
+        intervals: BaseIntervals | None = None,
+        ua_settings: UaSettings | None = None,
+        resolver: Resolver | None = None,
+        options: EdgeOptions | None = None,
+    ) -> None:
+        self.config = config
+        self.bus = bus
+        self.edge_id = edge_id
+        self.options = options or EdgeOptions()
+        self.store = CallStore(bus.redis, bus.keys)
+        self.acl = Acl(config.acl.allow, config.acl.deny)
+        self.pool = MediaPool(bus.redis, bus.keys, config.redis.heartbeat_ttl)
+        self.legs = LegClient(bus, self.pool)
+        self.handler = make_handler(config.handler)
+        self.ua = UserAgent(transport, self, resolver=resolver, settings=ua_settings, intervals=intervals)
+        self.calls: dict[str, Call] = {}
+        self.draining = False
+        self.registrations = [Registration(self.ua, reg) for reg in config.sip_registrations]
+        self.inbound = Inbound(self)
+        self.outbound = Outbound(self)
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+        self._originate: asyncio.Task[None] | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        # Loops also check this flag: a cancellation that lands inside a Redis command can come back
+        # as a connection error, which the loops treat as Redis being down and would retry forever.
+        self._running = True
+
+    # ---------------------------------------------------------------- lifecycle
+
+    @property
+    def load(self) -> int:
+        """Established dialogs: what the registry reports as this edge's load."""
+        return len(self.ua.sessions)
+
+    async def start(self) -> None:
+        # The group exists before start() returns, so no originate published after it is missed.
+        stream = self.bus.keys.originate()
+        await with_reconnect(lambda: self.bus.ensure_group(stream, ORIGINATE_GROUP, "$"), "originate group")
+        self._loops = [
+            asyncio.create_task(self._control_loop(), name="edge-control"),
+            asyncio.create_task(self._events_loop(), name="edge-events"),
+        ]
+        self._originate = asyncio.create_task(self._originate_loop(), name="edge-originate")
+        for registration in self.registrations:
+            registration.start()
+
+    async def drain(self) -> None:
+        """Take no new calls (INVITEs get 503, originates stay queued) and wait for the held ones."""
+        self.draining = True
+        await self._stop_task(self._originate)
+        self._originate = None
+        await self._idle.wait()
+
+    async def stop(self) -> None:
+        self.draining = True
+        self._running = False
+        await self._stop_task(self._originate)
+        for task in self._loops:
+            await self._stop_task(task)
+        calls = list(self.calls.values())
+        for call in calls:
+            call.hangup("shutdown", "edge")
+        if calls:
+            await asyncio.wait(
+                [asyncio.create_task(call.ended.wait()) for call in calls],
+                timeout=self.options.shutdown_bye_timeout,
+            )
+        await asyncio.gather(*(r.stop() for r in self.registrations), return_exceptions=True)
+        self.ua.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if isinstance(self.handler, WebhookHandler):
+            await self.handler.close()
+
+    @staticmethod
+    async def _stop_task(task: asyncio.Task[None] | None) -> None:
+        if task is None:
+            return
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    def spawn(self, coroutine: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coroutine, name=name or None)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("edge task failed", exc_info=task.exception(), extra={"task": task.get_name()})
+
+    def forget(self, call: Call) -> None:
+        if self.calls.get(call.call_id) is call:
+            del self.calls[call.call_id]
+            metrics.CALLS_ACTIVE.labels(call.direction).dec()
+            if not self.calls:
+                self._idle.set()
+
+    def track(self, call: Call) -> None:
+        self.calls[call.call_id] = call
+        self._idle.clear()
+        metrics.CALLS_ACTIVE.labels(call.direction).inc()
+
+    async def admit(self) -> bool:
+        if self.draining or len(self.calls) >= self.options.max_calls:
+            return False
+        return await self.pool.has_capacity()
+
+    def media_address(self, leg: Leg) -> str:
+        """The RTP address written in c=: the public address when set, else the worker's."""
+        return self.config.external_ip or leg.address
+
+    @staticmethod
+    def new_call_id() -> str:
+        return secrets.token_hex(16)
+
+    # ---------------------------------------------------------------- inbound and outbound
+
+    def on_invite(self, call: IncomingCall) -> None:
+        self.spawn(self.inbound.run(call), "inbound")
+
+    async def originate(self, message: Originate) -> Call:
+        """Place the call an Originate asks for; returns it once answered or ended."""
+        return await self.outbound.run(message)
+
+    async def _originate_loop(self) -> None:
+        stream = self.bus.keys.originate()
+        while self._running:
+            if not await self.admit():
+                await asyncio.sleep(0.25)
+                continue
+            try:
+                entries = await self.bus.read_group(
+                    ORIGINATE_GROUP,
+                    self.edge_id,
+                    {stream: ">"},
+                    count=10,
+                    block_ms=self.options.control_block_ms,
+                )
+                if entries:
+                    await self.bus.ack(stream, ORIGINATE_GROUP, *(e.id for e in entries))
+            except REDIS_DOWN as exc:
+                log.warning("originate stream unreachable", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+                continue
+            for entry in entries:
+                if isinstance(entry.message, Originate):
+                    self.spawn(self.outbound.run(entry.message), "outbound")
+
+    # ---------------------------------------------------------------- commands and media events
+
+    async def _control_loop(self) -> None:
+        stream = self.bus.keys.edge_control(self.edge_id)
+        cursor = f"{bus_now_ms()}-0"
+        while self._running:
+            try:
+                entries = await self.bus.read(
+                    {stream: cursor}, count=50, block_ms=self.options.control_block_ms
+                )
+            except REDIS_DOWN as exc:
+                log.warning("control stream unreachable", extra={"error": str(exc)})
+                await asyncio.sleep(1.0)
+                continue
+            for entry in entries:
+                cursor = entry.id
+                self._command(entry.message)
+
+    def _command(self, message: object) -> None:
+        call_id = getattr(message, "call_id", "")
+        call = self.calls.get(call_id)
+        if call is None:
+            log.info(
+                "command for an unknown call", extra={"call_id": call_id, "type": type(message).__name__}
+            )
+            return
+        if isinstance(message, Hangup):
+            call.hangup(message.reason or "hangup", message.by or "api")
+        elif isinstance(message, Transfer):
+            self.spawn(call.transfer(message.target), f"transfer-{call_id}")
+
+    async def _events_loop(self) -> None:
+        """Watch answered calls' event streams for ``media.timeout``, once every ``events_poll_s``:
+        media timeouts are tens of seconds, and a blocking read returns on every event of every call."""
+        keys = self.bus.keys
+        while self._running:
+            await asyncio.sleep(self.options.events_poll_s)
+            watched = {keys.events(c.call_id): c for c in self.calls.values() if c.events_cursor}
+            if not watched:
+                continue
+            try:
+                entries = await self.bus.read({s: c.events_cursor for s, c in watched.items()}, count=1000)
+            except REDIS_DOWN as exc:
+                log.warning("event streams unreachable", extra={"error": str(exc)})
+                continue
+            for entry in entries:
+                call = watched[entry.stream]
+                call.events_cursor = entry.id
+                if isinstance(entry.message, MediaTimeout):
+                    call.hangup("media timeout", "media")

@@ -1,0 +1,130 @@
+"""Media legs on the media workers: open, update and close over ``media:{worker}:control``.
+
+A leg is opened on the least-loaded live worker (another one is tried once if the first fails or
+does not answer); the worker replies with its RTP address, port and, for SRTP, its SDES key (base64
+of the 30-byte master key and salt, as in ``a=crypto inline:``). After offer/answer the leg learns
+the peer's address, codec, telephone-event type, direction and key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import logging
+import secrets
+import time
+from dataclasses import dataclass
+
+from activecall.bus import FIELD, REDIS_DOWN, Bus, BusTimeout
+from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Message, decode
+from activecall.sip_edge import metrics
+from activecall.sip_edge.admission import MediaPool
+from activecall.sip_edge.sdp import SUITE_AES_CM_128_HMAC_SHA1_80, Answer, CryptoAttribute
+
+log = logging.getLogger("activecall.sip_edge.legs")
+
+OPEN_ATTEMPTS = 2
+
+
+class LegError(Exception):
+    """No media worker could give the call a leg (the call is refused with 503)."""
+
+
+@dataclass
+class Leg:
+    leg_id: str
+    worker: str
+    address: str
+    port: int
+    srtp: bool = False
+    crypto_suite: str = ""
+    crypto_key: str = ""
+
+    def crypto(self, tag: int = 1, suite: str | None = None) -> CryptoAttribute:
+        """Our ``a=crypto`` line with the worker's key; the suite may be the offer's (same key size)."""
+        try:
+            key_salt = base64.b64decode(self.crypto_key, validate=True)
+        except (binascii.Error, ValueError) as exc:
+            raise LegError(f"worker {self.worker} sent an unreadable SRTP key") from exc
+        return CryptoAttribute(tag, suite or self.crypto_suite or SUITE_AES_CM_128_HMAC_SHA1_80, key_salt)
+
+
+class LegClient:
+    """Leg requests of one edge."""
+
+    def __init__(self, bus: Bus, pool: MediaPool, timeout: float | None = None) -> None:
+        self.bus = bus
+        self.pool = pool
+        self.timeout = timeout
+
+    async def _request(self, worker: str, message: Message) -> Message:
+        """The bus's request/reply, with the XADD and the blocking BLPOP sent in one write: Redis runs
+        them in order on one connection, so the reply cannot be missed and a round trip is saved."""
+        started = time.perf_counter()
+        bus = self.bus
+        reply_key = bus.keys.reply(secrets.token_hex(8))
+        message.reply_to = reply_key  # type: ignore[attr-defined]
+        wait = self.timeout if self.timeout is not None else bus.settings.reply_timeout
+        pipe = bus.redis.pipeline(transaction=False)
+        pipe.xadd(
+            bus.keys.media_control(worker),
+            {FIELD: message.encode()},
+            maxlen=bus.settings.events_maxlen,
+            approximate=True,
+        )
+        pipe.blpop([reply_key], timeout=wait)
+        try:
+            _, popped = await pipe.execute()
+        finally:
+            metrics.LEG_REQUEST.labels(message.TYPE).observe(time.perf_counter() - started)
+        if popped is None:
+            raise BusTimeout(f"no reply to {message.TYPE} from {worker} within {wait:.1f} s")
+        return decode(popped[1])
+
+    async def open(self, call_id: str, leg_id: str, srtp: bool) -> Leg:
+        tried: list[str] = []
+        for _ in range(OPEN_ATTEMPTS):
+            worker = await self.pool.pick(exclude=tried)
+            if worker is None:
+                break
+            tried.append(worker.id)
+            try:
+                reply = await self._request(worker.id, LegOpen(call_id=call_id, leg_id=leg_id, srtp=srtp))
+            except (BusTimeout, *REDIS_DOWN) as exc:
+                log.warning(
+                    "leg open failed", extra={"call_id": call_id, "worker": worker.id, "error": str(exc)}
+                )
+                continue
+            if isinstance(reply, LegOpened) and not reply.error and reply.port:
+                if srtp and not reply.crypto_key:
+                    raise LegError(f"worker {worker.id} opened an SRTP leg without a key")
+                return Leg(
+                    leg_id, worker.id, reply.address, reply.port, srtp, reply.crypto_suite, reply.crypto_key
+                )
+            log.warning("leg refused", extra={"call_id": call_id, "worker": worker.id, "reply": repr(reply)})
+        raise LegError("no media worker could open a leg")
+
+    async def update(self, call_id: str, leg: Leg, answer: Answer) -> None:
+        """Tell the worker where to send and how (RFC 3264 outcome of offer/answer)."""
+        remote = answer.remote_crypto
+        message = LegUpdate(
+            call_id=call_id,
+            leg_id=leg.leg_id,
+            remote_address=answer.remote_address,
+            remote_port=answer.remote_port,
+            payload_type=answer.payload_type,
+            codec=answer.codec.name.upper(),
+            telephone_event_pt=answer.telephone_event_pt or 0,
+            ptime=answer.ptime,
+            direction=answer.direction.value,
+            remote_crypto_suite=remote.suite if remote else "",
+            remote_crypto_key=base64.b64encode(remote.key_salt).decode("ascii") if remote else "",
+        )
+        reply = await self._request(leg.worker, message)
+        if isinstance(reply, Ack) and not reply.ok:
+            raise LegError(f"worker {leg.worker} refused the leg update: {reply.error}")
+
+    def close_command(self, call_id: str, leg: Leg) -> tuple[str, LegClose]:
+        """The stream and message that close ``leg``. Sent without ``reply_to``, with the call's last
+        events: nothing waits on the worker, whose RTP timeout closes a leg whose close went astray."""
+        return self.bus.keys.media_control(leg.worker), LegClose(call_id=call_id, leg_id=leg.leg_id)

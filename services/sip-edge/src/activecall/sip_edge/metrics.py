@@ -1,0 +1,88 @@
+"""Prometheus metrics of the SIP edge (prefix ``activecall_sip_``).
+
+Label values are bounded: known method names (anything else is ``other``), status codes, directions,
+results, transports and the configured registration names; never call ids or numbers.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from prometheus_client import Counter, Gauge, Histogram
+
+from activecall.metrics import LATENCY_BUCKETS
+
+KNOWN_METHODS = frozenset(
+    ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY")
+    + ("PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE")
+)
+
+REQUESTS = Counter(
+    "activecall_sip_requests_total", "SIP requests received (in) and sent (out)", ["method", "direction"]
+)
+RESPONSES = Counter(
+    "activecall_sip_responses_total", "SIP responses received (in) and sent (out)", ["code", "direction"]
+)
+RETRANSMISSIONS = Counter(
+    "activecall_sip_retransmissions_total", "SIP messages sent again by a timer", ["kind"]
+)
+TRANSACTION_TIMEOUTS = Counter(
+    "activecall_sip_transaction_timeouts_total", "Client transactions that ended with no response", ["method"]
+)
+TRANSPORT_ERRORS = Counter(
+    "activecall_sip_transport_errors_total", "Messages that could not be sent", ["transport"]
+)
+PARSE_ERRORS = Counter(
+    "activecall_sip_parse_errors_total",
+    "Malformed SIP messages received (answered 400 or dropped)",
+    ["transport"],
+)
+ACL_REJECTIONS = Counter("activecall_sip_acl_rejections_total", "INVITEs refused by the source ACL (403)")
+CAPACITY_REJECTIONS = Counter(
+    "activecall_sip_capacity_rejections_total", "INVITEs refused for lack of capacity or while draining (503)"
+)
+CALLS = Counter("activecall_sip_calls_total", "Calls by direction and result", ["direction", "result"])
+CALLS_ACTIVE = Gauge("activecall_sip_calls_active", "Calls held by this edge", ["direction"])
+DIALOGS = Gauge("activecall_sip_dialogs", "Confirmed SIP dialogs held by this edge")
+CALL_SETUP = Histogram(
+    "activecall_sip_call_setup_seconds",
+    "Inbound: INVITE received to 200 OK sent; outbound: originate taken to 200 OK received",
+    ["direction"],
+    buckets=LATENCY_BUCKETS,
+)
+LEG_REQUEST = Histogram(
+    "activecall_sip_leg_request_seconds",
+    "Round trip of a leg request to a media worker",
+    ["type"],
+    buckets=LATENCY_BUCKETS,
+)
+HANDLER_DECISIONS = Counter(
+    "activecall_sip_handler_decisions_total", "Inbound handler outcomes", ["handler", "outcome"]
+)
+REGISTRATION_UP = Gauge("activecall_sip_registration_up", "1 while a registration is bound", ["name"])
+REGISTRATIONS = Counter("activecall_sip_registrations_total", "REGISTER outcomes", ["name", "result"])
+
+
+def method_label(method: str) -> str:
+    return method if method in KNOWN_METHODS else "other"
+
+
+# Label lookups cost more than the increments; the children are cached per (bounded) label value.
+
+
+def request_counter(method: str, direction: str) -> Counter:
+    return _request_child(method_label(method), direction)
+
+
+def response_counter(status: int, direction: str) -> Counter:
+    return _response_child(status, direction)
+
+
+@functools.cache
+def _request_child(method: str, direction: str) -> Counter:
+    return REQUESTS.labels(method, direction)
+
+
+@functools.cache
+def _response_child(status: int, direction: str) -> Counter:
+    return RESPONSES.labels(str(status), direction)

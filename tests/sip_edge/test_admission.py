@@ -1,0 +1,61 @@
+"""Admission: the source ACL and media placement from the worker registry."""
+
+from __future__ import annotations
+
+import pytest
+
+from activecall.bus import Bus
+from activecall.registry import WorkerInfo
+from activecall.sip_edge.admission import Acl, AclError, MediaPool
+
+
+def test_acl_denies_first_then_allows_only_the_allow_list() -> None:
+    twilio = Acl(allow=["54.172.60.0/30", "54.244.51.0/30", "2001:db8::/32"], deny=["54.172.60.3"])
+    assert twilio.permits("54.172.60.1")
+    assert twilio.permits("54.244.51.2")
+    assert twilio.permits("2001:db8::5")
+    assert not twilio.permits("54.172.60.3")  # denied inside an allowed block
+    assert not twilio.permits("54.172.60.4")
+    assert not twilio.permits("not an address")
+    everyone = Acl(deny=["10.0.0.0/8"])
+    assert everyone.permits("192.0.2.1")
+    assert not everyone.permits("10.1.2.3")
+
+
+def test_a_bad_acl_entry_is_reported_with_its_key() -> None:
+    with pytest.raises(AclError, match=r"acl.allow: '54.172.60.0/33' is not an address or CIDR block"):
+        Acl(allow=["54.172.60.0/33"])
+
+
+async def beat(bus: Bus, worker: str, load: int, capacity: int, draining: bool = False) -> None:
+    info = WorkerInfo(
+        id=worker,
+        role="media",
+        host="h",
+        pid=1,
+        metrics_port=0,
+        load=load,
+        capacity=capacity,
+        draining=draining,
+    )
+    await bus.redis.hset(bus.keys.workers("media"), worker, info.to_json())
+
+
+async def test_legs_go_to_the_least_loaded_live_worker_and_spread_in_a_burst(bus: Bus) -> None:
+    await beat(bus, "m1", load=50, capacity=100)
+    await beat(bus, "m2", load=10, capacity=100)
+    await beat(bus, "m3", load=0, capacity=100, draining=True)
+    pool = MediaPool(bus.redis, bus.keys, ttl=5.0, refresh_s=60.0)
+    assert await pool.has_capacity()
+    picks = [(await pool.pick()).id for _ in range(60)]  # type: ignore[union-attr]
+    # m2 takes every leg until its load ratio reaches m1's (10 + 40 = 50), then they alternate.
+    assert picks[:40] == ["m2"] * 40
+    assert sorted(set(picks[40:])) == ["m1", "m2"]
+    assert (await pool.pick(exclude=["m1", "m2"])) is None
+
+
+async def test_no_live_worker_means_no_capacity(bus: Bus) -> None:
+    await beat(bus, "full", load=100, capacity=100)
+    pool = MediaPool(bus.redis, bus.keys, ttl=5.0)
+    assert not await pool.has_capacity()
+    assert await pool.pick() is None
