@@ -14,6 +14,7 @@ import socket
 import subprocess
 import threading
 import time
+import wave
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ class BaresipPhone:
             f"sip_listen 127.0.0.1:{self.sip_port}",
             "net_interface 127.0.0.1",
             "net_prefer_ipv6 no",
-            f"audio_source aufile,{self.audio_source}" if self.audio_source else "audio_source ausine,440",
+            f"audio_source aufile,{self.audio_source or self._silence()}",
             "audio_alert aufile,/dev/null",
             "audio_player aufile,/dev/null",
             "ausrc_srate 8000",
@@ -100,7 +101,6 @@ class BaresipPhone:
             "module_path /usr/lib/baresip/modules",
             "module g711.so",
             "module aufile.so",
-            "module ausine.so",
             "module sndfile.so",
             "module srtp.so",
             "module_app account.so",
@@ -117,6 +117,16 @@ class BaresipPhone:
         account = f"<sip:{self.user}@127.0.0.1>;" + ";".join(p for p in params if p)
         (self.folder / "accounts").write_text(account + "\n")
         (self.folder / "contacts").write_text("")
+
+    def _silence(self, seconds: int = 120) -> Path:
+        """A silent microphone (aufile needs a WAV at the codec rate; the call ends when it ends)."""
+        path = self.folder / "silence.wav"
+        with wave.open(str(path), "wb") as handle:
+            handle.setnchannels(1)
+            handle.setsampwidth(2)
+            handle.setframerate(8000)
+            handle.writeframes(bytes(8000 * 2 * seconds))
+        return path
 
     def start(self, timeout: float = 10.0) -> BaresipPhone:
         binary = shutil.which("baresip")
