@@ -13,7 +13,7 @@ CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-tts compose-config clean
+.PHONY: help setup apt venv test e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-tts compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ venv: ## create .venv and install shared/, services/* and the dev tools
 
 test: ## run the whole test suite (starts its own Redis, SIP peers and engines)
 	$(VENV)/bin/pytest
+
+e2e: ## the whole system as `make run` starts it, called by a real phone (baresip, TLS + SRTP)
+	$(VENV)/bin/pytest -s tests/e2e
 
 lint: ## ruff on everything, mypy --strict on shared/ and services/
 	$(VENV)/bin/ruff check .

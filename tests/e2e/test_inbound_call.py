@@ -6,7 +6,7 @@ import asyncio
 import time
 from pathlib import Path
 
-from conftest import System
+from e2e_system import System
 
 from activecall.audio import ncc_peak, read_wav
 from activecall.bus import Bus
