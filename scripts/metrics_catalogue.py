@@ -38,12 +38,19 @@ PREFIXES = {
 def families() -> list[tuple[str, str, str, list[str]]]:
     for module in MODULES.values():
         importlib.import_module(module)
+    declared: dict[str, list[str]] = {}
+    # A metric's labels show in its samples only once a child exists; the declaration always has them.
+    for collector in list(REGISTRY._collector_to_names):
+        labelnames = getattr(collector, "_labelnames", None)
+        if labelnames is not None:
+            declared[getattr(collector, "_name", "")] = sorted(labelnames)
     rows = []
     for family in REGISTRY.collect():
         if not family.name.startswith("activecall_"):
             continue
         name = family.name + ("_total" if family.type == "counter" else "")
-        labels = sorted({k for s in family.samples for k in s.labels if k != "le"})
+        sampled = {k for s in family.samples for k in s.labels if k != "le"}
+        labels = declared.get(family.name, sorted(sampled))
         rows.append((name, family.type, family.documentation, labels))
     return sorted(rows)
 
