@@ -8,12 +8,13 @@ from pathlib import Path
 
 from e2e_system import System
 
-from activecall.audio import ncc_peak, read_wav
+from activecall.audio import ncc_peak, read_wav, resample, write_wav
 from activecall.bus import Bus
 from activecall.config import RedisSettings
-from activecall.messages import AudioChunk, PlaybackStarted, TurnStarted
+from activecall.messages import AudioChunk, AudioFrame, PlaybackStarted, TurnStarted
 from activecall.store import CallRecord, CallStore
 from activecall.testing.baresip import BaresipPhone
+from activecall.tts.engines import create_tts_engine
 
 
 async def call_events(redis_url: str) -> tuple[str, list[object], list[AudioChunk]]:
@@ -74,3 +75,35 @@ def test_the_phone_hears_the_greeting_over_tls_and_srtp(system: System, tmp_path
     assert record is not None and record.state == "ended" and record.answered > 0
     assert record.timings["first_audio"] >= record.answered
     assert record.transcript[0]["speaker"] == "agent" and "help you today" in record.transcript[0]["text"]
+
+
+async def caller_audio(redis_url: str) -> bytes:
+    bus = Bus.from_settings(RedisSettings(url=redis_url))
+    try:
+        call_id, _, _ = await _call_events(bus)
+        entries = await bus.read({bus.keys.audio_in(call_id): "0"}, count=100_000)
+        return b"".join(e.message.pcm for e in entries if isinstance(e.message, AudioFrame))
+    finally:
+        await bus.close()
+
+
+def test_what_the_phone_says_reaches_audio_in(system: System, tmp_path: Path) -> None:
+    tts = create_tts_engine("piper")
+    sentence = resample(
+        b"".join(tts.synthesize("I would like to book an appointment.")), tts.sample_rate, 8000
+    )
+    wav = tmp_path / "caller.wav"
+    write_wav(wav, bytes(8000) + sentence + bytes(8000 * 2 * 30), 8000)  # 0.5 s, speech, then silence
+    phone = BaresipPhone(tmp_path / "phone", wav, "caller", certificate=system.certificate).start()
+    try:
+        assert phone.dial(f"sip:agent@127.0.0.1:{system.tls_port};transport=tls")["ok"]
+        phone.wait_event("CALL_ESTABLISHED", 30)
+        time.sleep(6)
+        heard = asyncio.run(caller_audio(system.redis_url))
+        phone.hangup()
+        phone.wait_event("CALL_CLOSED", 10)
+    finally:
+        phone.stop()
+    peak, lag = ncc_peak(heard, sentence)
+    print(f"\ne2e: the phone's speech on audio:in vs the WAV it played, ncc {peak:.3f} at {lag / 8000:.2f} s")
+    assert peak >= 0.9

@@ -45,6 +45,19 @@ def make_certificate(folder: Path, common_name: str = "127.0.0.1") -> tuple[Path
     return cert, key, combined
 
 
+def free_port_pair() -> int:
+    """A port P with P and P + 1 free on loopback (baresip listens for TLS on its SIP port + 1)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            with socket.socket() as probe:
+                probe.bind(("127.0.0.1", port + 1))
+        except OSError:
+            continue
+        return port
+    raise BaresipError("no pair of free ports")
+
+
 def _netstring(payload: bytes) -> bytes:
     return str(len(payload)).encode() + b":" + payload + b","
 
@@ -59,7 +72,7 @@ class BaresipPhone:
     mediaenc: str = "srtp-mand"
     auto_answer: bool = False
     certificate: Path | None = None
-    sip_port: int = field(default_factory=free_port)
+    sip_port: int = field(default_factory=lambda: free_port_pair())
     ctrl_port: int = field(default_factory=free_port)
     events: list[dict[str, Any]] = field(default_factory=list)
     responses: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -128,7 +141,18 @@ class BaresipPhone:
             handle.writeframes(bytes(8000 * 2 * seconds))
         return path
 
-    def start(self, timeout: float = 10.0) -> BaresipPhone:
+    def start(self, timeout: float = 10.0, attempts: int = 3) -> BaresipPhone:
+        """Start baresip; a port taken between choosing it and binding it means another try."""
+        for attempt in range(attempts):
+            try:
+                return self._start(timeout)
+            except BaresipError:
+                if attempt == attempts - 1 or "Address already in use" not in self.log_text():
+                    raise
+                self.sip_port, self.ctrl_port = free_port_pair(), free_port()
+        raise AssertionError("unreachable")
+
+    def _start(self, timeout: float) -> BaresipPhone:
         binary = shutil.which("baresip")
         if binary is None:
             raise BaresipError("baresip is not installed; run `make setup`")
