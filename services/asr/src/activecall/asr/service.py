@@ -18,6 +18,8 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from activecall.asr import metrics
 from activecall.asr.engines import AsrEngine, AsrResult, AsrStream, create_asr_engine
 from activecall.bus import Entry
@@ -38,6 +40,7 @@ log = logging.getLogger("activecall.asr")
 READ_COUNT = 50
 READ_BLOCK_MS = 100
 SLICE_MS = 100
+QUIET_RMS = 300.0  # about -40 dBFS: below this a 20 ms frame counts as silence for endpointing
 # 500 ms of 20 ms frames stay unsaved between utterances, for a takeover to re-hear a starting word.
 CHECKPOINT_TAIL_FRAMES = 25
 
@@ -51,6 +54,7 @@ class Utterance:
     heard_words: bool = False
     last_partial: str = ""
     last_change_ms: int = 0
+    quiet_ms: int = 0  # trailing audio below the speech level
     speaking: bool = False
     speech_stopped_at: float = 0.0
     entries: list[Entry] = field(default_factory=list)
@@ -151,6 +155,7 @@ class CallRecognizer:
         partials: list[AsrResult] = await self.loop.run_in_executor(
             self.service.executor, self.stream.feed, pcm
         )
+        self.track_quiet(pcm)
         audio_s = len(pcm) / 2 / self.sample_rate
         metrics.AUDIO_SECONDS.inc(audio_s)
         metrics.DECODE_SECONDS.inc(time.perf_counter() - started)
@@ -166,14 +171,26 @@ class CallRecognizer:
                 self.ctx.call_id, TranscriptPartial(text=text, start_ms=result.start_ms, end_ms=result.end_ms)
             )
 
+    def track_quiet(self, pcm: bytes) -> None:
+        frame = self.sample_rate * 2 // 50  # 20 ms
+        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
+        for start in range(0, len(samples), frame // 2):
+            chunk = samples[start : start + frame // 2]
+            loud = chunk.size and float(np.sqrt(np.mean(chunk * chunk))) > QUIET_RMS
+            self.utterance.quiet_ms = (
+                0 if loud else self.utterance.quiet_ms + chunk.size * 1000 // self.sample_rate
+            )
+
     def utterance_over(self) -> bool:
-        """The media worker's VAD said speech stopped, or the engine heard nothing new for a while."""
+        """The media worker's VAD said speech stopped, or the engine heard nothing new while the
+        audio stayed quiet for ``endpoint_silence_ms`` (a pause in decoding alone is not the end)."""
         u = self.utterance
-        if not u.heard_words:
+        if not u.heard_words or u.speaking:
             return False
-        if u.speech_stopped_at and not u.speaking:
+        if u.speech_stopped_at:
             return True
-        return u.audio_ms - u.last_change_ms >= self.silence_ms and not u.speaking
+        quiet = min(u.quiet_ms, u.audio_ms - u.last_change_ms)
+        return quiet >= self.silence_ms
 
     async def finalize(self) -> None:
         u = self.utterance
