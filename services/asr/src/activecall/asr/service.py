@@ -172,14 +172,13 @@ class CallRecognizer:
             )
 
     def track_quiet(self, pcm: bytes) -> None:
-        frame = self.sample_rate * 2 // 50  # 20 ms
+        frame = self.sample_rate // 50  # samples in 20 ms
         samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
-        for start in range(0, len(samples), frame // 2):
-            chunk = samples[start : start + frame // 2]
+        u = self.utterance
+        for start in range(0, len(samples), frame):
+            chunk = samples[start : start + frame]
             loud = chunk.size and float(np.sqrt(np.mean(chunk * chunk))) > QUIET_RMS
-            self.utterance.quiet_ms = (
-                0 if loud else self.utterance.quiet_ms + chunk.size * 1000 // self.sample_rate
-            )
+            u.quiet_ms = 0 if loud else u.quiet_ms + chunk.size * 1000 // self.sample_rate
 
     def utterance_over(self) -> bool:
         """The media worker's VAD said speech stopped, or the engine heard nothing new while the
