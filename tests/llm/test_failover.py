@@ -81,6 +81,13 @@ async def test_a_killed_worker_s_call_goes_on_with_its_history(harness: Harness,
             assert await harness.wait_closed("c1", "greeting") == [(0, "Hello.", True)]
             turn_one = "t" + await harness.emit("c1", TranscriptFinal(text="first"))
             assert await harness.wait_closed("c1", turn_one) == [(0, "Answer one.", False), (1, "", True)]
+
+            async def turn_one_committed() -> bool:
+                # The pieces go out before the turn is written down; kill only after it is.
+                answered = harness.bus.keys.call_stream("c1", "llm:answered")
+                return bool(await harness.bus.redis.sismember(answered, turn_one[1:]))
+
+            await wait_for(turn_one_committed, "the first turn to be committed")
             owner = (await harness.bus.redis.get(harness.bus.keys.lease("llm", "c1"))).decode()
             workers[owner].send_signal(signal.SIGKILL)
             workers[owner].wait()
