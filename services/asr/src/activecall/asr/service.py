@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -36,6 +38,7 @@ from activecall.service import Runtime, SessionService
 from activecall.sessions import SessionContext
 
 log = logging.getLogger("activecall.asr")
+T = TypeVar("T")
 
 READ_COUNT = 50
 READ_BLOCK_MS = 100
@@ -43,6 +46,12 @@ SLICE_MS = 100
 QUIET_RMS = 300.0  # about -40 dBFS: below this a 20 ms frame counts as silence for endpointing
 # 500 ms of 20 ms frames stay unsaved between utterances, for a takeover to re-hear a starting word.
 CHECKPOINT_TAIL_FRAMES = 25
+
+
+def _close_after(inflight: Future[Any] | None, stream: AsrStream) -> None:
+    if inflight is not None:
+        wait([inflight])
+    stream.close()
 
 
 @dataclass
@@ -99,7 +108,10 @@ class AsrService(SessionService):
         try:
             await call.run()
         finally:
-            await loop.run_in_executor(self.executor, stream.close)
+            # A cancelled await leaves its engine call running in the pool: the stream is closed
+            # after it, never beside it (the engines are not safe to call from two threads).
+            inflight = call.inflight
+            self.executor.submit(_close_after, inflight, stream)
 
 
 class CallRecognizer:
@@ -116,6 +128,7 @@ class CallRecognizer:
         self.utterance = Utterance(number=int(ctx.notes.get("utterance", "0")))
         self.loop = asyncio.get_running_loop()
         self.slice_bytes = sample_rate * 2 * SLICE_MS // 1000
+        self.inflight: Future[Any] | None = None
 
     async def run(self) -> None:
         call_id = self.ctx.call_id
@@ -150,11 +163,14 @@ class CallRecognizer:
             if ended:
                 return
 
+    async def engine_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run one call of the stream in the pool, remembering it until it ends."""
+        self.inflight = self.service.executor.submit(fn, *args)
+        return await asyncio.wrap_future(self.inflight)
+
     async def feed(self, pcm: bytes) -> None:
         started = time.perf_counter()
-        partials: list[AsrResult] = await self.loop.run_in_executor(
-            self.service.executor, self.stream.feed, pcm
-        )
+        partials: list[AsrResult] = await self.engine_call(self.stream.feed, pcm)
         self.track_quiet(pcm)
         audio_s = len(pcm) / 2 / self.sample_rate
         metrics.AUDIO_SECONDS.inc(audio_s)
@@ -194,7 +210,7 @@ class CallRecognizer:
     async def finalize(self) -> None:
         u = self.utterance
         stopped_at = u.speech_stopped_at
-        result: AsrResult | None = await self.loop.run_in_executor(self.service.executor, self.stream.finish)
+        result: AsrResult | None = await self.engine_call(self.stream.finish)
         text = result.text.strip() if result else ""
         if text:
             u.number += 1
