@@ -21,6 +21,7 @@ from typing import Final, TypeVar
 import numpy as np
 import numpy.typing as npt
 
+from activecall import audio
 from activecall.bus import Bus
 from activecall.config import Config, MediaSettings, RedisSettings
 from activecall.media.dtmf import DtmfSender
@@ -296,18 +297,10 @@ def voiced(seconds: float, rate: int = 8000, f0: float = 130.0, seed: float = 1.
 
 
 def ncc_peak(reference: Samples, signal: Samples, max_lag: int) -> tuple[float, int]:
-    """Best normalised cross-correlation of ``reference`` inside ``signal`` over lags 0..max_lag,
-    and that lag in samples."""
-    ref = reference.astype(np.float64)
-    best, best_lag = -1.0, 0
-    for lag in range(min(max_lag, len(signal) - len(ref)) + 1):
-        window = signal[lag : lag + len(ref)].astype(np.float64)
-        denominator = float(np.sqrt(np.dot(ref, ref) * np.dot(window, window)))
-        if denominator:
-            value = float(np.dot(ref, window)) / denominator
-            if value > best:
-                best, best_lag = value, lag
-    return best, best_lag
+    """Best normalised cross-correlation of ``reference`` inside ``signal`` within ``max_lag`` samples,
+    and that lag."""
+    value, lag = audio.ncc_peak(signal, reference, max_lag=max_lag)
+    return value, lag
 
 
 def frames_of(audio: Samples, size: int = 160) -> list[Samples]:

@@ -18,9 +18,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-import soxr
-
+from activecall.audio import resample
 from activecall.bus import Entry
 from activecall.messages import AudioChunk, BargeIn, CallEnded, SaySynthesized, SayText, TurnCancelled
 from activecall.service import Runtime, SessionService
@@ -59,14 +57,6 @@ class PhraseCache:
             self._items.popitem(last=False)
 
 
-def resample_pcm16(pcm: bytes, rate_in: int, rate_out: int) -> bytes:
-    if rate_in == rate_out or not pcm:
-        return pcm
-    samples = np.frombuffer(pcm, dtype=np.int16).astype(np.float32) / 32768.0
-    out = soxr.resample(samples, rate_in, rate_out, quality="HQ")
-    return bytes((np.clip(out, -1.0, 1.0) * 32767.0).astype("<i2").tobytes())
-
-
 class TtsService(SessionService):
     role = "tts"
 
@@ -98,7 +88,7 @@ class TtsService(SessionService):
             return cached
         started = time.perf_counter()
         native = await asyncio.get_running_loop().run_in_executor(self.executor, self._synthesize, text)
-        pcm = resample_pcm16(native, self.engine.sample_rate, rate)
+        pcm = resample(native, self.engine.sample_rate, rate)
         metrics.SYNTHESIS_SECONDS.inc(time.perf_counter() - started)
         metrics.AUDIO_SECONDS.inc(len(native) / 2 / self.engine.sample_rate)
         self.cache.put(key, pcm)
