@@ -1,3 +1,21 @@
-from e2e_system import system
+from collections.abc import Iterator
 
-__all__ = ["system"]
+import pytest
+from e2e_calls import TURN_LATENCIES_MS, latency_summary
+
+from activecall.testing.system import System, running_system
+
+
+@pytest.fixture(scope="session")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+    """The whole system with the scripted provider, shared by the tests that don't need another one."""
+    with running_system(tmp_path_factory.mktemp("system")) as running:
+        yield running
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if TURN_LATENCIES_MS:
+        terminalreporter.write_line(
+            f"e2e turn latency (caller end of speech -> first answer RTP packet): "
+            f"{latency_summary(TURN_LATENCIES_MS)}"
+        )

@@ -6,14 +6,13 @@ import asyncio
 import time
 from pathlib import Path
 
-from e2e_system import System
-
 from activecall.audio import ncc_peak, read_wav, resample, write_wav
 from activecall.bus import Bus
 from activecall.config import RedisSettings
 from activecall.messages import AudioChunk, AudioFrame, PlaybackStarted, TurnStarted
 from activecall.store import CallRecord, CallStore
 from activecall.testing.baresip import BaresipPhone
+from activecall.testing.system import System
 from activecall.tts.engines import create_tts_engine
 
 
