@@ -20,7 +20,7 @@ MODULES = {
 }
 PREFIXES = {
     "every service": ("activecall_bus_", "activecall_redis_", "activecall_worker_", "activecall_sessions_"),
-    "sip-edge": ("activecall_sip_",),
+    "sip-edge": ("activecall_sip_", "activecall_calls_"),
     "media": (
         "activecall_rtp_",
         "activecall_rtcp_",

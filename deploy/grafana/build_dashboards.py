@@ -28,7 +28,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
             (
                 "Calls active",
                 "short",
-                [("{{direction}}", "sum by (direction) (activecall_sip_calls_active)")],
+                [("{{direction}}", "sum by (direction) (activecall_calls_active)")],
             ),
             (
                 "Call rate by result",
@@ -36,7 +36,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
                 [
                     (
                         "{{direction}} {{result}}",
-                        "sum by (direction, result) (rate(activecall_sip_calls_total[5m]))",
+                        "sum by (direction, result) (rate(activecall_calls_total[5m]))",
                     )
                 ],
             ),

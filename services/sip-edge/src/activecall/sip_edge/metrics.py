@@ -1,5 +1,8 @@
 """Prometheus metrics of the SIP edge (prefix ``activecall_sip_``).
 
+The call counts are ``activecall_calls_total`` and ``activecall_calls_active``, without ``sip_``: a call is
+what an operator counts, whichever protocol carried it (ARCHITECTURE.md, "Metrics").
+
 Label values are bounded: known method names (anything else is ``other``), status codes, directions,
 results, transports and the configured registration names; never call ids or numbers.
 """
@@ -41,8 +44,8 @@ ACL_REJECTIONS = Counter("activecall_sip_acl_rejections_total", "INVITEs refused
 CAPACITY_REJECTIONS = Counter(
     "activecall_sip_capacity_rejections_total", "INVITEs refused for lack of capacity or while draining (503)"
 )
-CALLS = Counter("activecall_sip_calls_total", "Calls by direction and result", ["direction", "result"])
-CALLS_ACTIVE = Gauge("activecall_sip_calls_active", "Calls held by this edge", ["direction"])
+CALLS = Counter("activecall_calls_total", "Calls by direction and result", ["direction", "result"])
+CALLS_ACTIVE = Gauge("activecall_calls_active", "Calls held by this edge", ["direction"])
 DIALOGS = Gauge("activecall_sip_dialogs", "Confirmed SIP dialogs held by this edge")
 CALL_SETUP = Histogram(
     "activecall_sip_call_setup_seconds",
