@@ -8,7 +8,7 @@ SERVICES := sip-edge media asr llm tts api
 DISTRIBUTIONS := shared $(addprefix services/,$(SERVICES))
 # Debian packages: Redis, the SIP peers the tests talk to (baresip, SIPp, Kamailio), sox for audio,
 # and the checkers of the deployment files (Prometheus' promtool, docker-compose).
-APT_PACKAGES := redis-server baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose
+APT_PACKAGES := redis-server curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose
 CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 
