@@ -20,7 +20,7 @@ from activecall.bus import Bus
 from activecall.config import RedisSettings
 from activecall.messages import AudioChunk, Message, PlaybackStarted
 from activecall.store import CallRecord, CallStore
-from activecall.tts.engines import create_tts_engine
+from activecall.tts.engines.piper import PiperEngine
 
 RATE = 8000
 T = TypeVar("T")
@@ -116,13 +116,17 @@ def wait_events(
 
 @dataclass
 class CallerScript:
-    """A caller WAV for the phone's microphone: silences and Piper sentences, in order."""
+    """A caller WAV for the phone's microphone: silences and Piper sentences, in order.
+
+    Piper's noise is off, so every run plays the same caller: the asr's word accuracy is then a
+    property of the system, not of a random voice.
+    """
 
     parts: list[str | float]
     sentences: list[str] = field(default_factory=list)
 
     def write(self, path: Path) -> Path:
-        tts = create_tts_engine("piper")
+        tts = PiperEngine(noise_scale=0.0, noise_w_scale=0.0)
         pcm = bytearray()
         for part in self.parts:
             if isinstance(part, str):
