@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import asyncio
 
-from llm_harness import Harness, sample, wait_for, wait_sample
+from llm_harness import MEDIA, Harness, sample, wait_for, wait_sample
 
 from activecall.messages import (
+    BargeInPolicy,
     DtmfReceived,
     Hangup,
     PlaybackFinished,
@@ -125,3 +126,24 @@ async def test_the_call_is_hung_up_at_its_time_limit(harness: Harness) -> None:
     assert isinstance(command, Hangup) and (command.reason, command.by) == ("max_duration", "llm")
     assert await harness.said("c1", "greeting") == [(0, "Hi.", True)]
     await wait_sample(ok + 1, "activecall_llm_turns_total", result="ok")
+
+
+async def test_the_playbook_interruption_policy_reaches_the_media_worker(harness: Harness) -> None:
+    await harness.start()
+    quiet = harness.playbook(
+        "quiet.md",
+        "---\ngreeting: Hello.\nllm: {provider: scripted}\n"
+        "interruption: {enabled: false, guard_ms: 0}\n---\n",
+    )
+    await harness.call("c1", "ivr.md")
+    await harness.call("c2", quiet)
+
+    async def policies() -> list[BargeInPolicy]:
+        commands = await harness.read(harness.bus.keys.media_control(MEDIA))
+        found = [m for m in commands if isinstance(m, BargeInPolicy)]
+        return found if len(found) >= 2 else []
+
+    found = {p.call_id: p for p in await wait_for(policies, "both calls' barge-in policies")}
+    # ivr.md: enabled with guard_ms 0 and no minimum speech of its own (-1: the worker's [media] value)
+    assert (found["c1"].enabled, found["c1"].guard_ms, found["c1"].min_speech_ms) == (True, 0, -1)
+    assert (found["c2"].enabled, found["c2"].guard_ms) == (False, 0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import numpy as np
@@ -9,11 +10,13 @@ import numpy as np
 from activecall.bus import Bus
 from activecall.media.bargein import BargeInDetector
 from activecall.media.metrics import STATS
-from activecall.media.testing import LegClient, Received, poll, voiced
+from activecall.media.testing import LegClient, Received, RtpPeer, poll, voiced
 from activecall.media.worker import MediaWorker
 from activecall.messages import (
     AudioChunk,
     BargeIn,
+    BargeInPolicy,
+    DtmfReceived,
     PlaybackFinished,
     PlaybackStarted,
     SpeechStarted,
@@ -113,3 +116,68 @@ async def test_caller_speech_stops_a_five_second_turn(
     count = len(peer.received)
     await peer.wait_for(lambda: len(peer.received) >= count + 15)
     assert all(r.packet.payload == SILENCE for r in peer.received[count:])
+
+
+async def play_turn(bus: Bus, client: LegClient, seconds: float, turn_id: str = "t1") -> None:
+    audio = tone(seconds)
+    chunks = range(0, len(audio), 1600)
+    for seq, start in enumerate(chunks):
+        pcm = audio[start : start + 1600].astype("<i2").tobytes()
+        last = seq == len(chunks) - 1
+        await bus.publish(
+            bus.keys.audio_out(client.call_id),
+            AudioChunk(call_id=client.call_id, turn_id=turn_id, seq=seq, pcm=pcm, last=last),
+        )
+
+
+async def press(peer: RtpPeer, digit: str) -> None:
+    for data in peer.dtmf_packets(digit, duration_ms=100):
+        peer.send_raw(data)
+        await asyncio.sleep(0.02)
+
+
+async def test_a_key_press_cuts_the_playing_turn_at_once(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    await client.peer.play(np.zeros(800, np.int16))
+    await play_turn(bus, client, 3.0)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await asyncio.sleep(0.1)  # no guard time for a key press: 100 ms in, it still cuts
+    barge_ins = STATS.barge_ins
+    await press(client.peer, "1")
+    events = await poll(client.events, lambda events: any(isinstance(e, BargeIn) for e in events))
+    (barge_in,) = [e for e in events if isinstance(e, BargeIn)]
+    assert barge_in.turn_id == "t1" and 0 < barge_in.played_ms < 1000, barge_in
+    assert STATS.barge_ins - barge_ins == 1
+    events = await poll(client.events, lambda events: any(isinstance(e, DtmfReceived) for e in events))
+    assert [e.digit for e in events if isinstance(e, DtmfReceived)] == ["1"]
+
+
+async def test_a_playbook_policy_without_interruption_lets_the_turn_play_on(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    await client.command(BargeInPolicy(call_id=client.call_id, enabled=False))
+    await client.peer.play(np.zeros(800, np.int16))
+    await play_turn(bus, client, 1.6)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await press(client.peer, "5")
+    await client.peer.play(voiced(1.0))  # speech over the turn: the detector would fire without the policy
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
+    (finished,) = [e for e in events if isinstance(e, PlaybackFinished)]
+    assert finished.played_ms == 1600 and not any(isinstance(e, BargeIn | TurnCancelled) for e in events)
+    assert any(isinstance(e, DtmfReceived) for e in events)  # the key still reaches the call's events
+
+
+async def test_a_policy_guard_time_replaces_the_worker_default(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    await client.command(BargeInPolicy(call_id=client.call_id, guard_ms=5000, min_speech_ms=-1))
+    await client.peer.play(np.zeros(800, np.int16))
+    await play_turn(bus, client, 1.6)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await client.peer.play(voiced(1.0))  # all of it inside the 5 s guard
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
+    assert not any(isinstance(e, BargeIn) for e in events)

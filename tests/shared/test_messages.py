@@ -18,6 +18,7 @@ from activecall.messages import (
 )
 
 SAMPLES: dict[str, dict[str, object]] = {
+    "barge_in.policy": {"enabled": False, "guard_ms": 0, "min_speech_ms": 120},
     "call.state": {"state": "answered", "previous": "ringing"},
     "call.answered": {"direction": "inbound", "caller": "+15550001", "callee": "+15550002"},
     "call.ended": {"reason": "bye", "by": "caller", "status": 200},

@@ -348,6 +348,17 @@ class StopPlayback(Message):
 
 
 @dataclass(kw_only=True)
+class BargeInPolicy(Message):
+    """The playbook's ``interruption`` for a call's leg: whether caller speech or a key press cuts the
+    playing turn, and the guard and minimum speech times (-1 keeps the worker's ``[media]`` setting)."""
+
+    TYPE: ClassVar[str] = "barge_in.policy"
+    enabled: bool = True
+    guard_ms: int = -1
+    min_speech_ms: int = -1
+
+
+@dataclass(kw_only=True)
 class StartRecording(Message):
     TYPE: ClassVar[str] = "recording.start"
     path: str = ""

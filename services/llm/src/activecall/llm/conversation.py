@@ -39,6 +39,7 @@ from activecall.llm.truncation import WORDS_PER_SECOND, cut_turn
 from activecall.llm.turns import Turn, TurnRunner
 from activecall.messages import (
     BargeIn,
+    BargeInPolicy,
     CallEnded,
     CallError,
     DtmfReceived,
@@ -181,8 +182,10 @@ class Conversation:
 
     async def _resume(self) -> None:
         now = self._now()
+        record = await self.calls.get(self.call_id)
+        if record is not None and record.media_worker:
+            await self._send_barge_in_policy(record.media_worker)
         if not self.state.started_at:
-            record = await self.calls.get(self.call_id)
             self.state.started_at = record.answered if record and record.answered else time.time()
         if self.playbook.max_duration_s:
             remaining = self.state.started_at + self.playbook.max_duration_s - time.time()
@@ -195,6 +198,17 @@ class Conversation:
             self.end_wait_until = now + HANGUP_WAIT_S
         elif self.state.pending_end is not None:
             self.end_due = now  # decided by a worker that died before carrying it out
+
+    async def _send_barge_in_policy(self, media_worker: str) -> None:
+        """The playbook's ``interruption`` to the media worker, which cuts turns itself (no bus hop)."""
+        policy = self.playbook.interruption
+        message = BargeInPolicy(
+            call_id=self.call_id,
+            enabled=policy.enabled,
+            guard_ms=-1 if policy.guard_ms is None else policy.guard_ms,
+            min_speech_ms=-1 if policy.min_speech_ms is None else policy.min_speech_ms,
+        )
+        await self.bus.publish(self.bus.keys.media_control(media_worker), message)
 
     # ---------------------------------------------------------------- the loop
 

@@ -176,6 +176,7 @@ class Leg:
             stop_ms=speech_stop_ms,
         )
         self.barge_in = BargeInDetector(settings.barge_in_guard_ms, settings.barge_in_min_speech_ms, FRAME_MS)
+        self.barge_in_enabled = True
         self.recorder: StereoRecorder | None = None
         self._last_pcm: np.ndarray | None = None
         self._frames_out = 0
@@ -329,6 +330,9 @@ class Leg:
 
     def _dtmf_received(self, digit: str, duration: int) -> None:
         STATS.dtmf_in += 1
+        # A key press is deliberate, so no guard time: it cuts a menu prompt at once, as callers expect.
+        if self.barge_in_enabled and self.playout.barge_in():
+            STATS.barge_ins += 1
         self._emit(DtmfReceived(digit=digit, duration_ms=duration * 1000 // CLOCK_RATE))
 
     def on_rtcp(self, data: bytes, addr: Address) -> None:
@@ -469,7 +473,8 @@ class Leg:
                     # The detector confirms the end of speech some silence after it happened.
                     self._speech_ended = time.monotonic() - (event.detected_ms - event.time_ms) / 1000
                     self._emit(SpeechStopped(at_ms=at_ms))
-            if self.barge_in.feed(self._vad.last, self.playout.playing_ms()) and self.playout.barge_in():
+            playing_ms = self.playout.playing_ms() if self.barge_in_enabled else None
+            if self.barge_in.feed(self._vad.last, playing_ms) and self.playout.barge_in():
                 STATS.barge_ins += 1
         if self.recorder is not None:
             self.recorder.caller(pcm)
@@ -533,6 +538,14 @@ class Leg:
         return (dest[0], dest[1] + 1) if dest is not None else None
 
     # ------------------------------------------------------------------ commands
+
+    def set_barge_in(self, enabled: bool, guard_ms: int = -1, min_speech_ms: int = -1) -> None:
+        """The call's playbook policy; -1 keeps the ``[media]`` setting."""
+        settings = self.settings
+        guard = settings.barge_in_guard_ms if guard_ms < 0 else guard_ms
+        min_speech = settings.barge_in_min_speech_ms if min_speech_ms < 0 else min_speech_ms
+        self.barge_in = BargeInDetector(guard, min_speech, self.barge_in.frame_ms)
+        self.barge_in_enabled = enabled
 
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:

@@ -127,7 +127,9 @@ class _StatsCollector(Collector):
         yield _counter(
             "activecall_media_jitter_buffer_lost", "Slots concealed for a lost packet", s.jitter_lost
         )
-        yield _counter("activecall_media_barge_ins", "Turns stopped by caller speech", s.barge_ins)
+        yield _counter(
+            "activecall_media_barge_ins", "Turns stopped by caller speech or a key press", s.barge_ins
+        )
         yield _counter("activecall_media_timeouts", "Legs that received no RTP for rtp_timeout", s.timeouts)
         dtmf = CounterMetricFamily("activecall_media_dtmf_digits", "DTMF digits", labels=["direction"])
         dtmf.add_metric(["in"], s.dtmf_in)

@@ -32,6 +32,7 @@ from activecall.media.vad import Vad, WebRtcVad
 from activecall.messages import (
     Ack,
     AudioChunk,
+    BargeInPolicy,
     LegClose,
     LegOpen,
     LegOpened,
@@ -343,6 +344,8 @@ class MediaWorker:
                 leg.playout.cancel(message.turn_id, "stopped")
             else:
                 leg.playout.cancel_all("stopped")
+        elif isinstance(message, BargeInPolicy):
+            leg.set_barge_in(message.enabled, message.guard_ms, message.min_speech_ms)
         elif isinstance(message, StartRecording):
             self._start_recording(leg, message.path)
         elif isinstance(message, PlayAudio):
