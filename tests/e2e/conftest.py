@@ -9,7 +9,8 @@ from activecall.testing.system import System, running_system
 @pytest.fixture(scope="session")
 def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """The whole system with the scripted provider, shared by the tests that don't need another one."""
-    with running_system(tmp_path_factory.mktemp("system")) as running:
+    menu = '[[handler.rules]]\ncallee = "^menu$"\nplaybook = "ivr.md"\n'  # the phone menu for the DTMF test
+    with running_system(tmp_path_factory.mktemp("system"), extra_config=menu) as running:
         yield running
 
 
