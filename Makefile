@@ -16,7 +16,7 @@ MEDIA_WORKERS ?= 1
 .PHONY: help setup apt venv test e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-tts compose-config clean
 
 help: ## this list
-	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
+	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 setup: apt venv ## install the Debian packages needed, a .venv, and every service (editable)
 

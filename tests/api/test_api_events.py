@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -216,3 +217,25 @@ async def test_websocket_needs_the_token_when_tokens_are_configured(token_config
         async with connect(url, additional_headers=headers) as ws:
             await bus.emit("c1", CallEnded(reason="bye", ts=2.0))
             assert json.loads(await ws.recv())["event"] == "call.ended"
+
+
+async def test_sse_stays_open_on_a_quiet_call_longer_than_the_redis_socket_timeout(
+    config: Config, bus: Bus
+) -> None:
+    """redis-py gives up on a read after 5 s; a 15 s keep-alive must not be one blocking XREAD."""
+    await make_call(bus, "c1")
+    app = create_app(config, bus, keepalive_s=15.0)
+    async with (
+        LiveServer(app) as server,
+        httpx.AsyncClient(base_url=server.url, timeout=30) as client,
+        client.stream("GET", "/calls/c1/events") as response,
+    ):
+        assert response.status_code == 200
+        lines = response.aiter_lines()
+        assert [await anext(lines), await anext(lines)] == ["retry: 2000", ""]
+        await asyncio.sleep(7.0)  # nothing happens on the call for longer than the socket timeout
+        ended_id = await bus.emit("c1", CallEnded(reason="bye", ts=5.0))
+        rest = [line async for line in lines]
+    assert list(parse_sse(rest)) == [
+        (ended_id, "call.ended", '{"call_id":"c1","ts":5.0,"reason":"bye","by":"","status":0}')
+    ]

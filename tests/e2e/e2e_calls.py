@@ -18,7 +18,15 @@ from typing import TypeVar
 from activecall.audio import ncc_peak, resample, write_wav
 from activecall.bus import Bus
 from activecall.config import RedisSettings
-from activecall.messages import AudioChunk, Message, PlaybackStarted
+from activecall.messages import (
+    AudioChunk,
+    Message,
+    PlaybackStarted,
+    SaySynthesized,
+    SpeechStopped,
+    TranscriptFinal,
+    TurnStarted,
+)
 from activecall.store import CallRecord, CallStore
 from activecall.tts.engines.piper import PiperEngine
 
@@ -159,3 +167,25 @@ def latency_summary(latencies: list[int]) -> str:
     ordered = sorted(latencies)
     p95 = ordered[min(len(ordered) - 1, round(0.95 * (len(ordered) - 1)))]
     return f"p50 {statistics.median(ordered):.0f} ms, p95 {p95} ms over {len(ordered)} turns"
+
+
+def latency_breakdown(streams: CallStreams) -> list[str]:
+    """Where each answer turn's latency went, from the events' wall-clock stamps: end of speech to
+    the speech.stopped event, to the asr's final, to the llm's turn, to the tts's first audio, to the
+    first RTP packet (playback.started)."""
+    lines = []
+    for played in streams.of_type(PlaybackStarted):
+        if played.latency_ms <= 0:
+            continue
+        end = played.ts - played.latency_ms / 1000
+        before = [e for e in streams.events if e.ts <= played.ts]
+        mine = [e for e in before if getattr(e, "turn_id", played.turn_id) == played.turn_id]
+        marks = [
+            ("speech.stopped", max, [e.ts for e in before if isinstance(e, SpeechStopped)]),
+            ("asr final", max, [e.ts for e in before if isinstance(e, TranscriptFinal)]),
+            ("turn", max, [e.ts for e in mine if isinstance(e, TurnStarted)]),
+            ("tts audio", min, [e.ts for e in mine if isinstance(e, SaySynthesized)]),
+        ]
+        parts = [f"{name} +{pick(stamps) - end:.2f}" for name, pick, stamps in marks if stamps]
+        lines.append(", ".join([*parts, f"first RTP +{played.latency_ms / 1000:.2f} s"]))
+    return lines

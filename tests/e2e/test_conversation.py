@@ -10,6 +10,7 @@ from e2e_calls import (
     call_streams,
     find_call,
     heard_matches,
+    latency_breakdown,
     latency_summary,
     record_latencies,
     wait_record,
@@ -65,6 +66,8 @@ def check_conversation(system: System, phone: BaresipPhone, call_id: str, end_re
     answer_latencies = [v for k, v in record.timings.items() if k.startswith("turn_latency:")]
     assert len(answer_latencies) >= 2, record.timings
     latencies = record_latencies(streams)
+    for line in latency_breakdown(streams):
+        print(f"e2e: after the end of caller speech: {line}")
     print(f"e2e: turn latency (end of speech -> first answer RTP packet): {latency_summary(latencies)}")
 
     speakers = [(line["speaker"], line["text"]) for line in record.transcript]

@@ -274,7 +274,8 @@ def cmd_tail(args: argparse.Namespace) -> int:
     url, headers = _api_target(args)
     last_id = ""
     timeout = httpx.Timeout(API_TIMEOUT_S, read=TAIL_READ_TIMEOUT_S)
-    for _attempt in range(TAIL_RECONNECTS + 1):
+    failures = 0  # in a row: a stream that delivered events has proved the gateway works
+    while failures <= TAIL_RECONNECTS:
         request_headers = {**headers, "Last-Event-ID": last_id} if last_id else headers
         try:
             with httpx.stream(
@@ -285,12 +286,13 @@ def cmd_tail(args: argparse.Namespace) -> int:
                     print(_api_error(response), file=sys.stderr)
                     return 1
                 for event_id, event, data in parse_sse(response.iter_lines()):
-                    last_id = event_id
+                    last_id, failures = event_id, 0
                     print(format_event(event, json.loads(data)), flush=True)
                     if event == "call.ended":
                         return 0
                 return 0  # the gateway ended the stream: the call is over
         except httpx.TransportError as exc:
+            failures += 1
             print(f"event stream interrupted ({exc}); resuming", file=sys.stderr)
             time.sleep(1.0)
     print("gave up after repeated interruptions", file=sys.stderr)

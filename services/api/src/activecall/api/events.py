@@ -7,6 +7,7 @@ event it saw) resumes after that entry. Both end after ``call.ended``.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 from collections.abc import AsyncIterator
@@ -19,6 +20,9 @@ from activecall.messages import CallEnded, Message
 
 START_OF_STREAM = "0"
 READ_BATCH = 100
+# A blocking XREAD must return before redis-py's socket timeout (5 s by default) or the client gives up
+# on the connection; longer keep-alive periods are made of several reads.
+MAX_BLOCK_MS = 4000
 SSE_RETRY_MS = 2000
 KEEPALIVE_COMMENT = ": keep-alive\n\n"
 
@@ -51,8 +55,10 @@ async def follow(gateway: Gateway, call_id: str, after: str = START_OF_STREAM) -
     ended (its stream may have been trimmed or may never have received the event).
     """
     stream = gateway.bus.keys.events(call_id)
-    block_ms = max(1, int(gateway.keepalive_s * 1000))
+    loop = asyncio.get_running_loop()
+    block_ms = max(1, min(int(gateway.keepalive_s * 1000), MAX_BLOCK_MS))
     ended = await _has_ended(gateway, call_id)
+    keepalive_due = loop.time() + gateway.keepalive_s
     while True:
         reply = await gateway.bus.redis.xread(
             {stream: after}, count=READ_BATCH, block=None if ended else block_ms
@@ -62,9 +68,11 @@ async def follow(gateway: Gateway, call_id: str, after: str = START_OF_STREAM) -
             if ended:
                 return
             ended = await _has_ended(gateway, call_id)
-            if not ended:
+            if not ended and loop.time() >= keepalive_due:
+                keepalive_due = loop.time() + gateway.keepalive_s
                 yield None
             continue
+        keepalive_due = loop.time() + gateway.keepalive_s
         # The cursor moves past entries this reader cannot decode too, or it would read them forever.
         after = as_str(raw_entries[-1][0])
         for entry in gateway.bus.decode_entries(stream, raw_entries):
