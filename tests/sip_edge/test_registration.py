@@ -9,13 +9,14 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from sip_harness import EdgeFactory, poll
 
 from activecall.config import SipRegistration
-from activecall.sip_edge.registration import Registration, refresh_delay, registration_uri
+from activecall.sip_edge.registration import Registration, refresh_delay, registration_uri, sends_register
 from activecall.testing.redis_server import free_port
 
 # A registrar that challenges every REGISTER (qop=auth, nonce counts checked) and accepts only
@@ -142,3 +143,29 @@ def test_server_forms_and_refresh_timing() -> None:
     assert uri("sips:pbx.example.com", "tls") == "sips:pbx.example.com"
     assert uri("sip:pbx.example.com;transport=tls", "tcp") == "sip:pbx.example.com;transport=tls"
     assert (refresh_delay(3600), refresh_delay(60), refresh_delay(2)) == (3240.0, 54.0, 1.0)
+
+
+async def test_twilio_termination_and_register_false_entries_send_no_register(
+    start_edge: EdgeFactory,
+) -> None:
+    listener = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.settimeout(1.5)
+    try:
+        twilio = SipRegistration(
+            name="twilio", username="active-call", password="p", server="yourdomain.pstn.twilio.com"
+        )
+        quiet = SipRegistration(
+            name="pbx",
+            username="u",
+            password="p",
+            server=f"127.0.0.1:{listener.getsockname()[1]}",
+            register=False,
+        )
+        harness = await start_edge(sip_registrations=[twilio, quiet])
+        assert harness.edge.registrations == []
+        with pytest.raises(TimeoutError):
+            listener.recvfrom(65536)  # nothing reaches the PBX that takes no REGISTER
+    finally:
+        listener.close()
+    assert [sends_register(e) for e in (twilio, quiet, replace(quiet, register=True))] == [False, False, True]

@@ -56,6 +56,7 @@ class SipRegistration:
     realm: str = ""
     expires: int = 3600
     transport: Literal["udp", "tcp", "tls"] = "udp"
+    register: bool = True  # false: credentials for 401/407 challenges only, no REGISTER
 
 
 @dataclass

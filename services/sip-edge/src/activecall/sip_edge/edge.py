@@ -27,7 +27,7 @@ from activecall.sip_edge.handler import WebhookHandler, make_handler
 from activecall.sip_edge.inbound import Inbound
 from activecall.sip_edge.legs import Leg, LegClient
 from activecall.sip_edge.outbound import Outbound
-from activecall.sip_edge.registration import Registration
+from activecall.sip_edge.registration import Registration, sends_register
 from activecall.sip_edge.resolver import Resolver
 from activecall.sip_edge.timers import BaseIntervals
 from activecall.sip_edge.transport import TransportLayer
@@ -77,7 +77,15 @@ class Edge:
         self.ua = UserAgent(transport, self, resolver=resolver, settings=ua_settings, intervals=intervals)
         self.calls: dict[str, Call] = {}
         self.draining = False
-        self.registrations = [Registration(self.ua, reg) for reg in config.sip_registrations]
+        self.registrations = [
+            Registration(self.ua, reg) for reg in config.sip_registrations if sends_register(reg)
+        ]
+        for reg in config.sip_registrations:
+            if not sends_register(reg):
+                log.info(
+                    "no REGISTER for this entry: its credentials answer challenges only",
+                    extra={"registration": reg.name, "server": reg.server},
+                )
         self.inbound = Inbound(self)
         self.outbound = Outbound(self)
         self._tasks: set[asyncio.Task[Any]] = set()

@@ -34,6 +34,16 @@ MAX_BACKOFF = 300.0
 UNREGISTER_TIMEOUT = 2.0
 STATUS_INTERVAL_TOO_BRIEF = 423
 MAX_ATTEMPTS = 3
+TWILIO_TERMINATION_SUFFIX = ".pstn.twilio.com"
+
+
+def sends_register(config: SipRegistration) -> bool:
+    """Whether an entry registers: not when ``register = false``, and never with a Twilio Elastic SIP
+    Trunking termination host (``*.pstn.twilio.com``), which refuses REGISTER and challenges each INVITE
+    instead, so such an entry (as the integration guide writes it) only supplies credentials."""
+    if not config.register:
+        return False
+    return not registration_uri(config).host.lower().endswith(TWILIO_TERMINATION_SUFFIX)
 
 
 def registration_uri(config: SipRegistration) -> SipUri:
