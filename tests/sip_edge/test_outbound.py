@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -58,6 +59,18 @@ def test_caller_defaults_and_uris_are_kept() -> None:
     edge = outbound()
     assert edge._caller_uri("") == "sip:active-call@203.0.113.5"
     assert edge._caller_uri("sips:alice@example.com") == "sips:alice@example.com"
+
+
+def test_a_trunk_caller_id_is_the_default_and_tel_callers_become_sip_users() -> None:
+    edge = outbound(replace(TRUNK, caller="+14155550199"))
+    _, from_, _ = edge._addresses(Originate(callee="tel:+15550001111"))
+    assert str(from_) == "<sip:+14155550199@203.0.113.5>"
+    _, from_, _ = edge._addresses(Originate(callee="sip:+15550001111@trunk.example.com"))
+    assert str(from_) == "<sip:+14155550199@203.0.113.5>"
+    _, from_, _ = edge._addresses(Originate(callee="sip:bob@elsewhere.example"))  # not this trunk
+    assert str(from_) == "<sip:active-call@203.0.113.5>"
+    _, from_, _ = edge._addresses(Originate(callee="+15550001111", caller="tel:+14155550100"))
+    assert str(from_) == "<sip:+14155550100@203.0.113.5>"
 
 
 def test_credentials_come_from_the_request_or_the_matching_registration() -> None:

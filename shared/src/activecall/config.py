@@ -57,6 +57,7 @@ class SipRegistration:
     expires: int = 3600
     transport: Literal["udp", "tcp", "tls"] = "udp"
     register: bool = True  # false: credentials for 401/407 challenges only, no REGISTER
+    caller: str = ""  # caller ID (From user) of outbound calls through this trunk that name none
 
 
 @dataclass

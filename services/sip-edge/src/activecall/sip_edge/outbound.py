@@ -164,7 +164,7 @@ class Outbound:
             else:
                 uri = self._via_trunk(callee.removeprefix("tel:"))
             to = NameAddr(SipUri(uri.scheme, uri.user, None, uri.host, uri.port))
-            return uri, NameAddr.parse(self._caller_uri(message.caller)), to
+            return uri, NameAddr.parse(self._caller_uri(message.caller, uri.host)), to
         except SipParseError as exc:
             raise SetupFailed(400, f"bad address: {exc.reason}") from exc
 
@@ -175,10 +175,15 @@ class Outbound:
         base = registration_uri(self.edge.config.sip_registrations[0])
         return SipUri(base.scheme, number, None, base.host, base.port, dict(base.params))
 
-    def _caller_uri(self, caller: str) -> str:
-        caller = caller.strip()
+    def _caller_uri(self, caller: str, callee_host: str = "") -> str:
+        """The From URI: the request's caller, else the trunk's ``caller`` (carriers such as Twilio
+        refuse a caller ID that is not a number of the account), else our contact user."""
+        caller = caller.strip().removeprefix("tel:")
         if caller.startswith((f"{SCHEME_SIP}:", f"{SCHEME_SIPS}:")):
             return caller
+        if not caller:
+            trunk = self._registration_for(callee_host) if callee_host else None
+            caller = trunk.caller if trunk else ""
         host = self.edge.config.external_ip or self.edge.ua.transport.sent_by(Transport.UDP)[0]
         return f"sip:{caller or self.edge.ua.settings.contact_user}@{host}"
 
