@@ -5,8 +5,10 @@ import asyncio
 import msgpack
 import pytest
 from prometheus_client import REGISTRY
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
-from activecall.bus import FIELD, Bus, BusTimeout, with_reconnect
+from activecall.bus import FIELD, Bus, BusTimeout, Command, pack_commands, with_reconnect
 from activecall.config import RedisSettings
 from activecall.messages import LegClose, LegOpen, LegOpened, Probe, SayText
 from activecall.testing.redis_server import RedisServer
@@ -156,3 +158,53 @@ def _restart_later(server: RedisServer) -> None:
 
     time.sleep(0.5)
     server.start()
+
+
+def test_pack_commands_writes_what_redis_py_writes() -> None:
+    from redis.asyncio.connection import Connection
+
+    commands: list[Command] = [
+        ("HSET", "call:{c1}", "caller", "Zoë", "answered", 1.5),
+        ("XADD", "s", "MAXLEN", "~", 1000, "*", FIELD, b"\x00\xff"),
+        ("BLPOP", "reply:1", 2.0),
+        ("MULTI",),
+    ]
+    assert pack_commands(commands) == b"".join(Connection().pack_commands(commands))
+    with pytest.raises(TypeError):
+        pack_commands([("SET", "k", True)])
+
+
+async def test_shared_connection_batches_from_many_tasks(bus: Bus) -> None:
+    async def one(n: int) -> list[object]:
+        return await bus.execute([("SET", f"shared:{n}", n), ("GET", f"shared:{n}")])
+
+    replies = await asyncio.gather(*(one(n) for n in range(50)))
+    assert replies == [[b"OK", str(n).encode()] for n in range(50)]
+    transaction = await bus.execute([("MULTI",), ("INCR", "shared:t"), ("INCR", "shared:t"), ("EXEC",)])
+    assert transaction[-1] == [1, 2]
+
+
+async def test_shared_connection_raises_error_replies_and_keeps_going(bus: Bus) -> None:
+    await bus.execute([("SET", "shared:text", "x")])
+    with pytest.raises(ResponseError):
+        await bus.execute([("INCR", "shared:text"), ("GET", "shared:text")])
+    assert await bus.execute([("GET", "shared:text")]) == [b"x"]
+
+
+async def test_shared_connection_reconnects_after_the_connection_drops(bus: Bus) -> None:
+    _, client_id = await bus.execute([("SET", "shared:k", "1"), ("CLIENT", "ID")])
+    await bus.redis.execute_command("CLIENT", "KILL", "ID", client_id)
+    for _ in range(50):  # the reader notices the closed socket, then the next batch reconnects
+        try:
+            assert await bus.execute([("GET", "shared:k")]) == [b"1"]
+            break
+        except RedisConnectionError:
+            await asyncio.sleep(0.01)
+    else:
+        pytest.fail("the shared connection did not come back")
+
+
+async def test_execute_alone_runs_blocking_commands(bus: Bus) -> None:
+    await bus.redis.rpush("shared:list", b"v")
+    assert await bus.execute_alone([("BLPOP", "shared:list", 1)]) == [[b"shared:list", b"v"]]
+    assert await bus.execute_alone([("BLPOP", "shared:list", 0.05)]) == [None]

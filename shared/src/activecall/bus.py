@@ -13,11 +13,13 @@ import logging
 import random
 import secrets
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -32,6 +34,8 @@ FIELD = b"m"
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 T = TypeVar("T")
+# One Redis command as sent on the wire: its name, then its arguments.
+Command = tuple[str | bytes | int | float, ...]
 
 
 class BusTimeout(TimeoutError):
@@ -122,6 +126,152 @@ class Backoff:
         self.attempt = 0
 
 
+def xadd_command(stream: str, message: Message, maxlen: int | None) -> Command:
+    """The XADD of one message, capped approximately (``MAXLEN ~``) unless ``maxlen`` is None."""
+    if maxlen is None:
+        return ("XADD", stream, "*", FIELD, message.encode())
+    return ("XADD", stream, "MAXLEN", "~", maxlen, "*", FIELD, message.encode())
+
+
+def pack_commands(commands: Iterable[Command]) -> bytes:
+    """Commands in the Redis protocol (RESP arrays of bulk strings), as redis-py's encoder writes them
+    (str as UTF-8, numbers as repr) at a fraction of its cost."""
+    out = bytearray()
+    for command in commands:
+        out += b"*%d\r\n" % len(command)
+        for arg in command:
+            if isinstance(arg, bytes):
+                data = arg
+            elif isinstance(arg, str):
+                data = arg.encode()
+            elif isinstance(arg, int | float) and not isinstance(arg, bool):
+                data = repr(arg).encode()
+            else:
+                raise TypeError(f"cannot send {type(arg).__name__} to Redis")
+            out += b"$%d\r\n%b\r\n" % (len(data), data)
+    return bytes(out)
+
+
+def first_error(replies: list[Any]) -> list[Any]:
+    """The replies, unless one of them is an error: then that error is raised."""
+    for reply in replies:
+        if isinstance(reply, ResponseError):
+            raise reply
+    return replies
+
+
+@dataclass
+class _Batch:
+    size: int
+    future: asyncio.Future[list[Any]]
+    replies: list[Any] = field(default_factory=list)
+
+
+class SharedConnection:
+    """One Redis connection used by many tasks at once, for commands that do not block.
+
+    Each caller's batch of commands is queued; the batches of one loop iteration leave in one write,
+    and a reader task hands the replies back in order. Per batch this costs a fraction of a pipeline
+    on a pooled connection (no pool lock, no per-command timeouts, one write however many tasks
+    wrote), and a cancelled caller leaves no unread replies behind. Blocking commands (BLPOP,
+    XREAD BLOCK) would stall every batch queued after them: they belong on a pooled connection.
+    """
+
+    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+        self._pool = pool
+        self._connection: AbstractConnection | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._lock = asyncio.Lock()
+        self._batches: deque[_Batch] = deque()
+        self._out: list[bytes] = []
+        self._flush: asyncio.Handle | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Send ``commands`` in order and return their replies; an error reply is raised."""
+        if self._connection is None:
+            await self._connect()
+            if self._connection is None:
+                raise RedisConnectionError("the connection to Redis was lost")
+        loop = asyncio.get_running_loop()
+        batch = _Batch(len(commands), loop.create_future())
+        self._out.append(pack_commands(commands))
+        self._batches.append(batch)
+        if self._flush is None:
+            self._flush = loop.call_soon(self._write)
+        return first_error(await batch.future)
+
+    async def _connect(self) -> None:
+        async with self._lock:
+            if self._connection is None:
+                connection = self._pool.make_connection()  # type: ignore[no-untyped-call]
+                await connection.connect()
+                self._connection = connection
+                self._reader = asyncio.get_running_loop().create_task(
+                    self._read(connection), name="redis-shared-reader"
+                )
+
+    def _write(self) -> None:
+        self._flush = None
+        data, self._out = self._out, []
+        connection = self._connection
+        if connection is None or connection._writer is None:
+            return  # the batches behind these bytes have failed already
+        try:
+            connection._writer.write(b"".join(data))
+        except (RuntimeError, OSError) as exc:
+            self._lost(connection, RedisConnectionError(f"writing to Redis failed: {exc}"))
+
+    async def _read(self, connection: AbstractConnection) -> None:
+        # The parser, not connection.read_response(): that one sets up a timeout and formats an error
+        # text for every reply, which costs more than reading the reply.
+        parser: Any = connection._parser
+        try:
+            while True:
+                reply = await parser.read_response()
+                batch = self._batches[0]
+                batch.replies.append(reply)
+                if len(batch.replies) == batch.size:
+                    self._batches.popleft()
+                    if not batch.future.done():
+                        batch.future.set_result(batch.replies)
+        except asyncio.CancelledError:
+            self._lost(connection, RedisConnectionError("connection closed"))
+            raise
+        except Exception as exc:  # whatever broke the stream, every waiter must hear of it
+            error = exc if isinstance(exc, REDIS_DOWN) else RedisConnectionError(str(exc))
+            self._lost(connection, error)
+
+    def _lost(self, connection: AbstractConnection, error: Exception) -> None:
+        """Fail every batch in flight; the next ``execute`` connects again."""
+        if self._connection is not connection:
+            return
+        self._connection = None
+        self._out = []
+        batches, self._batches = self._batches, deque()
+        for batch in batches:
+            if not batch.future.done():
+                batch.future.set_exception(error)
+        reader, self._reader = self._reader, None
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        closing = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+
+    async def close(self) -> None:
+        connection, reader = self._connection, self._reader
+        if connection is not None:
+            self._lost(connection, RedisConnectionError("connection closed"))
+        if reader is not None:
+            try:
+                await reader
+            except asyncio.CancelledError:
+                pass
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+
 def connect_redis(url: str) -> aioredis.Redis:
     return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=10)
 
@@ -137,13 +287,36 @@ class Bus:
         self.redis = redis
         self.settings = settings or RedisSettings()
         self.keys = Keys(self.settings.prefix)
+        self.shared = SharedConnection(redis.connection_pool)
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> Bus:
         return cls(connect_redis(settings.url), settings)
 
     async def close(self) -> None:
+        await self.shared.close()
         await self.redis.aclose()
+
+    async def execute(self, commands: Sequence[Command]) -> list[Any]:
+        """Non-blocking commands on the shared connection, sent in one write with other tasks' ones."""
+        return await self.shared.execute(commands)
+
+    async def execute_alone(self, commands: Sequence[Command]) -> list[Any]:
+        """Commands on a pooled connection of their own, for blocking ones (BLPOP): one write, the
+        replies in order, an error reply raised once all are read."""
+        pool = self.redis.connection_pool
+        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
+        try:
+            await connection.send_packed_command(pack_commands(commands))
+            replies: list[Any] = []
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        finally:
+            await pool.release(connection)
+        return first_error(replies)
 
     # ---------------------------------------------------------------- writing
 

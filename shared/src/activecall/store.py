@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from activecall.bus import Keys, as_str
+from activecall.bus import Command, Keys, as_str
 
 ENDED_RETENTION_S = 7 * 24 * 3600
 _CREDENTIAL_HEADERS = frozenset(
@@ -51,9 +51,11 @@ class CallRecord:
 
     def to_hash(self) -> dict[str, str]:
         out: dict[str, str] = {}
-        for key, value in asdict(self).items():
+        for f in fields(self):
+            key = f.name
             if key in _SEPARATE_FIELDS:
                 continue
+            value = getattr(self, key)
             if key == "variables":
                 value = scrub_variables(value)
             out[key] = json.dumps(value) if key in _JSON_FIELDS else str(value)
@@ -75,6 +77,35 @@ class CallRecord:
         return cls(**kwargs)
 
 
+def hset_command(key: str, mapping: dict[str, str]) -> Command:
+    return ("HSET", key, *(item for pair in mapping.items() for item in pair))
+
+
+def create_commands(keys: Keys, record: CallRecord) -> list[Command]:
+    """Write ``record`` and add it to ``calls:active``."""
+    return [
+        hset_command(keys.call(record.call_id), record.to_hash()),
+        ("SADD", keys.calls_active(), record.call_id),
+    ]
+
+
+def finish_commands(keys: Keys, call_id: str, reason: str, state: str = "ended") -> list[Command]:
+    """End the record, take it out of ``calls:active`` and let its keys expire (run them in a
+    transaction: a reader must not see an ended record still active)."""
+    values = {"state": state, "end_reason": reason, "ended": str(time.time())}
+    expiring = (keys.call(call_id), *(keys.call_stream(call_id, n) for n in _SEPARATE_FIELDS))
+    return [
+        hset_command(keys.call(call_id), values),
+        ("SREM", keys.calls_active(), call_id),
+        *(("EXPIRE", key, ENDED_RETENTION_S) for key in expiring),
+    ]
+
+
+def transaction(commands: list[Command]) -> list[Command]:
+    """``commands`` between MULTI and EXEC."""
+    return [("MULTI",), *commands, ("EXEC",)]
+
+
 class CallStore:
     def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
         self.redis = redis
@@ -82,8 +113,8 @@ class CallStore:
 
     async def create(self, record: CallRecord) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(self.keys.call(record.call_id), mapping=record.to_hash())  # type: ignore[arg-type]
-        pipe.sadd(self.keys.calls_active(), record.call_id)
+        for command in create_commands(self.keys, record):
+            pipe.execute_command(*command)
         await pipe.execute()
 
     async def update(self, call_id: str, **values: Any) -> None:
@@ -118,11 +149,6 @@ class CallStore:
 
     async def finish(self, call_id: str, reason: str, state: str = "ended") -> None:
         pipe = self.redis.pipeline(transaction=True)
-        pipe.hset(
-            self.keys.call(call_id),
-            mapping={"state": state, "end_reason": reason, "ended": str(time.time())},
-        )
-        pipe.srem(self.keys.calls_active(), call_id)
-        for key in (self.keys.call(call_id), *(self.keys.call_stream(call_id, n) for n in _SEPARATE_FIELDS)):
-            pipe.expire(key, ENDED_RETENTION_S)
+        for command in finish_commands(self.keys, call_id, reason, state):
+            pipe.execute_command(*command)
         await pipe.execute()

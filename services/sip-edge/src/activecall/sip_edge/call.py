@@ -15,7 +15,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from activecall.bus import FIELD, as_str
+from activecall.bus import Command, as_str, xadd_command
 from activecall.messages import (
     CallAnswered,
     CallEnded,
@@ -34,7 +34,14 @@ from activecall.sip_edge.sdp import Answer, SdpError, SessionDescription, proces
 from activecall.sip_edge.session import InviteSession, SessionListener
 from activecall.sip_edge.ua import OutgoingCall
 from activecall.sip_edge.uri import SipUri
-from activecall.store import CallRecord, scrub_variables
+from activecall.store import (
+    CallRecord,
+    create_commands,
+    finish_commands,
+    hset_command,
+    scrub_variables,
+    transaction,
+)
 
 if TYPE_CHECKING:
     from activecall.sip_edge.edge import Edge
@@ -145,18 +152,14 @@ class Call(SessionListener):
             variables=self.variables,
         )
         previous, self.state = self.state, state
-        keys = self.edge.bus.keys
         event = CallStateChanged(call_id=self.call_id, state=state.value, previous=previous.value)
-        pipe = self.edge.bus.redis.pipeline(transaction=False)
-        pipe.hset(keys.call(self.call_id), mapping=record.to_hash())  # type: ignore[arg-type]
-        pipe.sadd(keys.calls_active(), self.call_id)
-        self._xadd(pipe, keys.events(self.call_id), event)
-        await pipe.execute()
+        commands = create_commands(self.edge.bus.keys, record)
+        commands.append(self._xadd(self.edge.bus.keys.events(self.call_id), event))
+        await self.edge.bus.execute(commands)
 
-    def _xadd(self, pipe: Any, stream: str, message: Message, capped: bool = True) -> None:
-        maxlen = self.edge.bus.settings.events_maxlen if capped else None
-        pipe.xadd(stream, {FIELD: message.encode()}, maxlen=maxlen, approximate=True)
+    def _xadd(self, stream: str, message: Message, capped: bool = True) -> Command:
         BUS_PUBLISHED.labels(message.TYPE).inc()
+        return xadd_command(stream, message, self.edge.bus.settings.events_maxlen if capped else None)
 
     async def set_state(self, state: CallState, reason: str = "") -> None:
         if state is self.state:
@@ -186,18 +189,17 @@ class Call(SessionListener):
         fields = {"state": CallState.ANSWERED.value, "answered": str(time.time()), "playbook": self.playbook}
         if self.leg is not None:
             fields["media_worker"] = self.leg.worker
-        pipe = self.edge.bus.redis.pipeline(transaction=False)
-        self._xadd(
-            pipe,
-            events,
-            CallStateChanged(call_id=self.call_id, state=CallState.ANSWERED.value, previous=previous.value),
+        changed = CallStateChanged(
+            call_id=self.call_id, state=CallState.ANSWERED.value, previous=previous.value
         )
-        self._xadd(pipe, events, answered)
+        commands = [self._xadd(events, changed), self._xadd(events, answered)]
         for role in SESSION_ROLES:
             # sessions:{role} is never capped: its entries live until their session ends.
-            self._xadd(pipe, keys.sessions(role), self._session_start(role, variables), capped=False)
-        pipe.hset(keys.call(self.call_id), mapping=fields)  # type: ignore[arg-type]
-        results = await pipe.execute()
+            commands.append(
+                self._xadd(keys.sessions(role), self._session_start(role, variables), capped=False)
+            )
+        commands.append(hset_command(keys.call(self.call_id), fields))
+        results = await self.edge.bus.execute(commands)
         self.events_cursor = as_str(results[1])
         metrics.CALL_SETUP.labels(self.direction).observe(time.monotonic() - self.started)
 
@@ -227,22 +229,20 @@ class Call(SessionListener):
         try:
             keys = self.edge.bus.keys
             previous, self.state = self.state, state
-            pipe = self.edge.bus.redis.pipeline(transaction=False)
+            # The record is ended before CallEnded is out, all in one round trip.
+            commands = transaction(finish_commands(keys, self.call_id, reason, state.value))
             if self.leg is not None:
                 stream, close = self.edge.legs.close_command(self.call_id, self.leg)
-                self._xadd(pipe, stream, close)
+                commands.append(self._xadd(stream, close))
             change = CallStateChanged(
                 call_id=self.call_id, state=state.value, previous=previous.value, reason=reason
             )
-            self._xadd(pipe, keys.events(self.call_id), change)
-            self._xadd(
-                pipe,
-                keys.events(self.call_id),
-                CallEnded(call_id=self.call_id, reason=reason, by=by, status=status),
-            )
-            await asyncio.gather(
-                self.edge.store.finish(self.call_id, reason, state=state.value), pipe.execute()
-            )
+            ended = CallEnded(call_id=self.call_id, reason=reason, by=by, status=status)
+            commands += [
+                self._xadd(keys.events(self.call_id), change),
+                self._xadd(keys.events(self.call_id), ended),
+            ]
+            await self.edge.bus.execute(commands)
         except Exception:
             log.exception("could not record the end of a call", extra={"call_id": self.call_id})
         finally:

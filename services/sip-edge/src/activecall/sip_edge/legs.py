@@ -15,7 +15,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
-from activecall.bus import FIELD, REDIS_DOWN, Bus, BusTimeout
+from activecall.bus import REDIS_DOWN, Bus, BusTimeout, xadd_command
 from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Message, decode
 from activecall.sip_edge import metrics
 from activecall.sip_edge.admission import MediaPool
@@ -65,16 +65,12 @@ class LegClient:
         reply_key = bus.keys.reply(secrets.token_hex(8))
         message.reply_to = reply_key  # type: ignore[attr-defined]
         wait = self.timeout if self.timeout is not None else bus.settings.reply_timeout
-        pipe = bus.redis.pipeline(transaction=False)
-        pipe.xadd(
-            bus.keys.media_control(worker),
-            {FIELD: message.encode()},
-            maxlen=bus.settings.events_maxlen,
-            approximate=True,
-        )
-        pipe.blpop([reply_key], timeout=wait)
+        commands = [
+            xadd_command(bus.keys.media_control(worker), message, bus.settings.events_maxlen),
+            ("BLPOP", reply_key, wait),
+        ]
         try:
-            _, popped = await pipe.execute()
+            _, popped = await bus.execute_alone(commands)
         finally:
             metrics.LEG_REQUEST.labels(message.TYPE).observe(time.perf_counter() - started)
         if popped is None:
