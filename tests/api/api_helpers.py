@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 
@@ -16,6 +17,18 @@ from activecall.registry import WorkerInfo
 from activecall.store import CallRecord, CallStore
 from activecall.testing.redis_server import free_port
 
+# The request of the integration guide's curl, byte for byte.
+GUIDE_CURL_BODY = """{
+    "callee": "sip:+18005551234@yourdomain.pstn.twilio.com",
+    "playbook": "sales.md",
+    "sip": {
+      "username": "active-call",
+      "password": "strongpassword",
+      "realm": "yourdomain.pstn.twilio.com",
+      "enableSrtp": true
+    }
+  }"""
+GUIDE_BODY = json.loads(GUIDE_CURL_BODY)
 LOOPBACK_CLIENT = ("127.0.0.1", 40001)
 TOKEN = "s3cret-token-for-tests"
 

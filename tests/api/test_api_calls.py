@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import client_for, make_call, register, register_edge_and_media
+from api_helpers import GUIDE_BODY, client_for, make_call, register, register_edge_and_media
 
 from activecall.api.app import create_app
 from activecall.bus import Bus
@@ -14,17 +14,6 @@ from activecall.config import Config, RedisSettings
 from activecall.messages import CallStateChanged, Originate
 from activecall.store import CallStore
 from activecall.testing.redis_server import free_port
-
-GUIDE_BODY = {
-    "callee": "sip:+18005551234@yourdomain.pstn.twilio.com",
-    "playbook": "sales.md",
-    "sip": {
-        "username": "active-call",
-        "password": "strongpassword",
-        "realm": "yourdomain.pstn.twilio.com",
-        "enableSrtp": True,
-    },
-}
 
 
 async def originates(bus: Bus) -> list[Originate]:

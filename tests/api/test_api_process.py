@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from api_helpers import GUIDE_CURL_BODY
 
 from activecall.messages import CallAnswered, CallEnded, Hangup, Message, Originate, TranscriptFinal, decode
 from activecall.registry import WorkerInfo
@@ -25,17 +26,6 @@ from activecall.testing.redis_server import free_port
 
 BIN = Path(sys.executable).parent
 TOKEN = "process-test-token"
-# The request of the integration guide, byte for byte.
-GUIDE_CURL_BODY = """{
-    "callee": "sip:+18005551234@yourdomain.pstn.twilio.com",
-    "playbook": "sales.md",
-    "sip": {
-      "username": "active-call",
-      "password": "strongpassword",
-      "realm": "yourdomain.pstn.twilio.com",
-      "enableSrtp": true
-    }
-  }"""
 
 
 @dataclass

@@ -13,22 +13,13 @@ from typing import Any
 
 import httpx
 import pytest
+from api_helpers import GUIDE_CURL_BODY
 
 from activecall.testing.sipp import Sipp
 from activecall.testing.system import System, running_system
 
 SCENARIO = Path(__file__).parent / "scenarios" / "uas_guide_trunk.xml"
 # The request of the integration guide; only the callee's host and port are changed, to reach SIPp.
-GUIDE_CURL_BODY = """{
-    "callee": "sip:+18005551234@yourdomain.pstn.twilio.com",
-    "playbook": "sales.md",
-    "sip": {
-      "username": "active-call",
-      "password": "strongpassword",
-      "realm": "yourdomain.pstn.twilio.com",
-      "enableSrtp": true
-    }
-  }"""
 GUIDE_CALLEE = "sip:+18005551234@yourdomain.pstn.twilio.com"
 TRACE_SEPARATOR = re.compile(r"^-{20,}.*$", re.MULTILINE)
 
