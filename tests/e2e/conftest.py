@@ -1,7 +1,7 @@
 from collections.abc import Iterator
 
 import pytest
-from e2e_calls import TURN_LATENCIES_MS, latency_summary
+from e2e_calls import FIGURES, TURN_LATENCIES_MS, latency_summary
 
 from activecall.testing.system import System, running_system
 
@@ -15,8 +15,11 @@ def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if TURN_LATENCIES_MS:
-        terminalreporter.write_line(
-            f"e2e turn latency (caller end of speech -> first answer RTP packet): "
-            f"{latency_summary(TURN_LATENCIES_MS)}"
-        )
+    if not FIGURES:
+        return
+    terminalreporter.section("end-to-end figures")
+    for figure in FIGURES:
+        terminalreporter.write_line(figure)
+    terminalreporter.write_line(
+        f"turn latency (end of speech -> first answer RTP packet): {latency_summary(TURN_LATENCIES_MS)}"
+    )

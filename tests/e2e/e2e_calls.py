@@ -35,6 +35,14 @@ T = TypeVar("T")
 
 # Every answer turn's latency (caller end of speech -> first RTP packet of the answer), for the summary.
 TURN_LATENCIES_MS: list[int] = []
+# The figures the tests measured, printed again at the end of the run (pytest hides a passing test's
+# output unless run with -s).
+FIGURES: list[str] = []
+
+
+def report(figure: str) -> None:
+    FIGURES.append(figure)
+    print(f"\ne2e: {figure}")
 
 
 def _with_bus(redis_url: str, work: Callable[[Bus], object]) -> object:
@@ -150,7 +158,7 @@ def heard_matches(heard: bytes, turn_pcm: bytes, what: str) -> float:
     """The ncc peak of a turn's tts output inside what the phone heard; printed."""
     assert turn_pcm, f"the tts produced no audio for {what}"
     peak, lag = ncc_peak(heard, turn_pcm)
-    print(f"e2e: {what}: heard by the phone vs tts output, ncc {peak:.3f} at {lag / RATE:.2f} s")
+    report(f"{what}: heard by the phone vs tts output, ncc {peak:.3f} at {lag / RATE:.2f} s")
     return peak
 
 

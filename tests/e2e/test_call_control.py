@@ -14,6 +14,7 @@ from e2e_calls import (
     call_streams,
     find_call,
     heard_matches,
+    report,
     wait_events,
     wait_record,
 )
@@ -85,16 +86,14 @@ def test_a_caller_talking_over_the_greeting_cuts_it(system: System, tmp_path: Pa
     (barge_in,) = [b for b in streams.of_type(BargeIn) if b.turn_id == "greeting"]
     greeting = streams.turn_audio("greeting")
     played = barge_in.played_ms * RATE // 1000 * 2
-    print(
-        f"\ne2e: barge-in after {barge_in.played_ms} ms of a {len(greeting) // 2 * 1000 // RATE} ms greeting"
-    )
+    report(f"barge-in after {barge_in.played_ms} ms of a {len(greeting) // 2 * 1000 // RATE} ms greeting")
     assert 0 < played < len(greeting) - RATE  # cut at least a second before its end
 
     heard = heard_by(phone)
     head_peak = heard_matches(heard, greeting[: played - RATE // 5], "greeting before the barge-in")
     rest = greeting[played + RATE // 2 :]  # from half a second after the cut: never sent
     rest_peak, _ = ncc_peak(heard, rest)
-    print(f"e2e: the rest of the greeting vs what the phone heard, ncc {rest_peak:.3f}")
+    report(f"the rest of the greeting vs what the phone heard, ncc {rest_peak:.3f}")
     assert head_peak >= 0.9 and rest_peak < 0.5
     record = wait_record(system.redis_url, call_id, lambda r: r.state == "ended")
     agent = [line["text"] for line in record.transcript if line["speaker"] == "agent"]
@@ -119,7 +118,7 @@ def test_dtmf_digits_drive_the_phone_menu(system: System, tmp_path: Path) -> Non
     streams = call_streams(system.redis_url, call_id)
     digits = [d.digit for d in streams.of_type(DtmfReceived)]
     agent = [line["text"] for line in record.transcript if line["speaker"] == "agent"]
-    print(f"\ne2e: digits {digits} -> the agent said {agent}")
+    report(f"digits {digits} -> the agent said {agent}")
     assert digits == ["1", "0"]
     cut = streams.of_type(BargeIn)[0]  # digit 1 cut the menu; digit 0 may cut the billing scene too
     assert cut.turn_id == "greeting" and 1500 < cut.played_ms < 4000, cut

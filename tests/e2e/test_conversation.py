@@ -13,6 +13,7 @@ from e2e_calls import (
     latency_breakdown,
     latency_summary,
     record_latencies,
+    report,
     wait_record,
 )
 
@@ -45,7 +46,7 @@ def check_conversation(system: System, phone: BaresipPhone, call_id: str, end_re
 
     finals = [t.text for t in streams.of_type(TranscriptFinal)]
     accuracy = corpus_word_accuracy(zip([QUESTION, GOODBYE], finals + [""] * 2, strict=False))
-    print(f"\ne2e: caller said {[QUESTION, GOODBYE]}, the asr heard {finals}: word accuracy {accuracy:.0%}")
+    report(f"caller said {[QUESTION, GOODBYE]}, the asr heard {finals}: word accuracy {accuracy:.0%}")
     assert accuracy >= 0.7
 
     turns = [t.turn_id for t in streams.of_type(TurnStarted)]
@@ -67,11 +68,11 @@ def check_conversation(system: System, phone: BaresipPhone, call_id: str, end_re
     assert len(answer_latencies) >= 2, record.timings
     latencies = record_latencies(streams)
     for line in latency_breakdown(streams):
-        print(f"e2e: after the end of caller speech: {line}")
-    print(f"e2e: turn latency (end of speech -> first answer RTP packet): {latency_summary(latencies)}")
+        report(f"after the end of caller speech: {line}")
+    report(f"turn latency (end of speech -> first answer RTP packet): {latency_summary(latencies)}")
 
     speakers = [(line["speaker"], line["text"]) for line in record.transcript]
-    print("e2e: transcript " + " | ".join(f"{who}: {text}" for who, text in speakers))
+    report("transcript " + " | ".join(f"{who}: {text}" for who, text in speakers))
     assert [who for who, _ in speakers][:3] == ["agent", "caller", "agent"], speakers
     assert "help you today" in speakers[0][1]
     assert "goodbye" in speakers[-1][1].lower() and speakers[-1][0] == "agent"

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from e2e_calls import report
 from test_conversation import check_conversation, converse
 
 from activecall.testing.anthropic_server import FakeAnthropicServer, RecordedRequest, Reply, text, tool_use
@@ -51,7 +52,7 @@ def test_claude_answers_and_hangs_up(
     check_conversation(system, phone, call_id, "caller said goodbye")
 
     requests = server.message_requests
-    print(f"e2e: the llm service sent {len(requests)} streaming requests to the Messages API")
+    report(f"the llm service sent {len(requests)} streaming requests to the Messages API")
     assert len(requests) >= 2 and all(r.streaming and r.api_key == API_KEY for r in requests)
     first = requests[0].body
     assert "friendly phone assistant of Example Corp" in str(first["system"])

@@ -6,6 +6,8 @@ import asyncio
 import time
 from pathlib import Path
 
+from e2e_calls import report
+
 from activecall.audio import ncc_peak, read_wav, resample, write_wav
 from activecall.bus import Bus
 from activecall.config import RedisSettings
@@ -54,7 +56,7 @@ def test_the_phone_hears_the_greeting_over_tls_and_srtp(system: System, tmp_path
     assert heard_file is not None
     heard, rate = read_wav(heard_file)
     peak, lag = ncc_peak(heard, greeting)
-    print(f"\ne2e: greeting heard by the phone vs tts output, ncc {peak:.3f} at {lag / rate:.2f} s")
+    report(f"greeting heard by the phone vs tts output, ncc {peak:.3f} at {lag / rate:.2f} s")
     assert rate == 8000 and peak >= 0.9
 
     async def ended_record() -> CallRecord | None:
@@ -104,5 +106,5 @@ def test_what_the_phone_says_reaches_audio_in(system: System, tmp_path: Path) ->
     finally:
         phone.stop()
     peak, lag = ncc_peak(heard, sentence)
-    print(f"\ne2e: the phone's speech on audio:in vs the WAV it played, ncc {peak:.3f} at {lag / 8000:.2f} s")
+    report(f"the phone's speech on audio:in vs the WAV it played, ncc {peak:.3f} at {lag / 8000:.2f} s")
     assert peak >= 0.9
