@@ -5,13 +5,18 @@ another core with Redis, is the load: per call it opens a leg over the bus as th
 sends 50 SRTP packets/s of speech-like audio (talk spurts and pauses, so VAD and barge-in work) and
 receives the worker's 50 packets/s, and now and then puts an agent turn on ``audio:out`` as the tts
 does. Packet arrival is timed by the kernel (SO_TIMESTAMPNS), so the load's own scheduling does not
-blur the worker's send schedule.
+blur the worker's send schedule; that is also why the load may read its sockets once per tick, and
+why 25 calls may share one socket: the load must hold 400 calls on its core together with Redis.
 
 The ramp adds calls level by level (then halves the step between the last pass and the first failure)
 and prints the most calls held for ``--seconds`` with no packet lost either way and a p99 send-interval
 jitter of at most 2 ms. Then the worker's CPU per call is measured with everything on, and again
 without SRTP, without VAD and without the bus (caller audio and events not appended), so the share of
-each shows as a difference. Run with ``make bench-media`` or::
+each shows as a difference. After the ramp three lines say which side limited it: the worker's CPU
+per call-second and the calls per core it implies (1000 / that), the share of its core the load
+generator and Redis used, and whether the failing level saturated the worker's core, the load's
+core, or neither (then other processes on a busy machine made the worker late). Run with
+``make bench-media`` or::
 
     python bench/bench_media.py --seconds 60          # the full ramp
     python bench/bench_media.py --seconds 10 --max 300  # a quick look
@@ -60,6 +65,10 @@ FRAME_S = 0.020
 JITTER_BIN_S = 0.00005
 JITTER_LIMIT_MS = 2.0
 TURN_EVERY_S = 10.0
+CALLS_PER_SOCKET = 25
+SEND_SLOTS = 5  # the calls send in 5 groups, 4 ms apart
+SATURATED_PERCENT = 85  # a core this busy leaves too little slack for a 20 ms tick to stay on time
+RECEIVE_BUFFER = 1 << 20  # capped by net.core.rmem_max; 25 calls' 1,250 packets/s fill it in ~0.2 s
 
 
 def pin(core: int) -> None:
@@ -154,16 +163,13 @@ async def diagnose(worker: object) -> None:
             gaps.append(start - last[0])
         last[0] = start
         legs = worker.legs.values()  # type: ignore[attr-defined]
-        for leg in legs:
-            leg.tick_tx()
+        worker._tick_tx(legs)  # type: ignore[attr-defined]
         t1 = time.monotonic()
-        for leg in legs:
-            leg.tick_rx(t1)
+        worker._tick_rx(legs, t1)  # type: ignore[attr-defined]
         t2 = time.monotonic()
         worker._ticks += 1  # type: ignore[attr-defined]
         if worker._ticks % 10 == 0:  # type: ignore[attr-defined]
-            for leg in legs:
-                leg.tick_slow(t2)
+            worker._tick_slow(legs, t2)  # type: ignore[attr-defined]
         t3 = time.monotonic()
         worker.writer.flush()  # type: ignore[attr-defined]
         t4 = time.monotonic()
@@ -208,12 +214,13 @@ async def diagnose(worker: object) -> None:
 class Caller:
     call_id: str
     leg_id: str
-    sock: socket.socket
+    sock: socket.socket  # shared with the calls opened next to this one
+    peer: tuple[str, int]  # the leg's RTP address on the worker
     session: SrtpSession | None
     ssrc: int = field(default_factory=lambda: secrets.randbits(32))
     seq: int = field(default_factory=lambda: secrets.randbits(16))
     timestamp: int = field(default_factory=lambda: secrets.randbits(32))
-    offset: int = 0  # position in the speech clip
+    frame: int = 0  # position in the speech clip, in frames
     expected_seq: int | None = None
     last_arrival: float = 0.0
     lost: int = 0
@@ -221,6 +228,12 @@ class Caller:
 
 
 class Load:
+    """The far ends of the calls. ``CALLS_PER_SOCKET`` calls share a UDP socket (told apart by the
+    worker's port each packet comes from), and the sockets are drained once per 20 ms tick rather than
+    on every arrival: the kernel timestamps each packet as it arrives, so reading late changes no
+    measurement, and the load is spared a wake-up per packet. Every packet is still SRTP-protected or
+    verified on its own, so the load stays well below the worker's cost per call."""
+
     def __init__(self, bus: Bus, worker_id: str, srtp: bool, tts: bool, jitter_limit_ms: float) -> None:
         self.bus = bus
         self.jitter_limit_ms = jitter_limit_ms
@@ -228,11 +241,13 @@ class Load:
         self.srtp = srtp
         self.tts = tts
         self.calls: list[Caller] = []
-        self.loop = asyncio.get_running_loop()
         clip = np.concatenate(
             [voiced(1.5), np.zeros(8000 * 2, np.int16), voiced(1.0, f0=160), np.zeros(12000, np.int16)]
         )
-        self.clip = PCMU.encode(clip)
+        codes = PCMU.encode(clip)
+        self.payloads = [codes[i : i + 160] for i in range(0, len(codes) - 159, 160)]
+        self.sockets: list[socket.socket] = []
+        self.by_peer: dict[tuple[str, int], Caller] = {}
         self.turn = voiced(2.0, f0=190.0).astype("<i2").tobytes()
         self.bins = [0] * int(0.05 / JITTER_BIN_S + 2)
         self.sent = 0
@@ -249,12 +264,7 @@ class Load:
         opened = await self.bus.request(self.control, LegOpen(call_id=call_id, leg_id=leg_id, srtp=self.srtp))
         self.open_ms.append((time.perf_counter() - started) * 1000)
         assert isinstance(opened, LegOpened) and not opened.error, opened
-        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 18)
-        sock.bind(("127.0.0.1", 0))
-        sock.connect((opened.address, opened.port))
-        sock.setblocking(False)
+        sock = self._socket_for(len(self.calls))
         key = generate_key_salt()
         session = None
         update = LegUpdate(
@@ -272,24 +282,43 @@ class Load:
             update.remote_crypto_suite = "AES_CM_128_HMAC_SHA1_80"
             update.remote_crypto_key = format_sdes_inline(key)
         await self.bus.request(self.control, update)
-        caller = Caller(call_id, leg_id, sock, session, offset=secrets.randbelow(len(self.clip) // 160) * 160)
+        peer = (opened.address, opened.port)
+        caller = Caller(call_id, leg_id, sock, peer, session, frame=secrets.randbelow(len(self.payloads)))
         self.calls.append(caller)
-        self.loop.add_reader(sock.fileno(), self._receive, caller)
+        self.by_peer[peer] = caller
+
+    def _socket_for(self, index: int) -> socket.socket:
+        """The socket of the index-th call: calls are closed last-opened first, so a socket's calls
+        are always the ones from CALLS_PER_SOCKET * k on."""
+        if index % CALLS_PER_SOCKET:
+            return self.sockets[-1]
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RECEIVE_BUFFER)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, RECEIVE_BUFFER)
+        sock.bind(("127.0.0.1", 0))
+        sock.setblocking(False)
+        self.sockets.append(sock)
+        return sock
 
     async def close(self, count: int) -> None:
         for _ in range(count):
             caller = self.calls.pop()
-            self.loop.remove_reader(caller.sock.fileno())
             await self.bus.request(self.control, LegClose(call_id=caller.call_id, leg_id=caller.leg_id))
-            caller.sock.close()
+            del self.by_peer[caller.peer]
+            if len(self.calls) % CALLS_PER_SOCKET == 0:
+                self.sockets.pop().close()
 
-    def _receive(self, caller: Caller) -> None:
-        bins, last_bin = self.bins, len(self.bins) - 1
+    def _receive(self, sock: socket.socket) -> None:
+        bins, last_bin, by_peer = self.bins, len(self.bins) - 1, self.by_peer
         while True:
             try:
-                data, ancillary, _, _ = caller.sock.recvmsg(512, 64)
+                data, ancillary, _, addr = sock.recvmsg(512, 64)
             except BlockingIOError:
                 return
+            caller = by_peer.get(addr)
+            if caller is None:
+                continue  # a call closed a moment ago
             arrival = 0.0
             for level, kind, payload in ancillary:
                 if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPNS:
@@ -314,34 +343,44 @@ class Load:
             caller.last_arrival = arrival
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Send one packet per call every 20 ms on a monotonic schedule; agent turns now and then."""
+        """Send one packet per call every 20 ms on a monotonic schedule; agent turns now and then.
+
+        Phones are not in step with one another: the calls send in SEND_SLOTS groups spread over the
+        20 ms (each call always in its own slot), not in one burst the worker would have to take in
+        while its own tick is due."""
         due = time.monotonic()
-        tick = 0
+        tick = slot = 0
         turns_every = int(TURN_EVERY_S / FRAME_S)
         while not stop.is_set():
-            due += FRAME_S
+            due += FRAME_S / SEND_SLOTS
             delay = due - time.monotonic()
             await asyncio.sleep(max(0.0, delay))
-            for caller in self.calls:
-                self._send(caller)
+            for sock in self.sockets:
+                self._receive(sock)
+            self._send(self.calls[slot::SEND_SLOTS])
+            slot = (slot + 1) % SEND_SLOTS
+            if slot:
+                continue
             tick += 1
             if self.tts and self.calls:
                 await self._turns(tick, turns_every)
 
-    def _send(self, caller: Caller) -> None:
-        offset = caller.offset
-        payload = self.clip[offset : offset + 160]
-        caller.offset = offset + 160 if offset + 320 <= len(self.clip) else 0
-        data = RTP_HEADER.pack(0x80, 0, caller.seq, caller.timestamp, caller.ssrc) + payload
-        if caller.session is not None:
-            data = caller.session.protect(data)
-        caller.seq = (caller.seq + 1) & 0xFFFF
-        caller.timestamp = (caller.timestamp + 160) & 0xFFFFFFFF
-        try:
-            caller.sock.send(data)
-            self.sent += 1
-        except (BlockingIOError, ConnectionRefusedError):
-            self.errors += 1
+    def _send(self, calls: list[Caller]) -> None:
+        """One SRTP packet per call: the next 20 ms of the clip under a fresh RTP header."""
+        payloads, frames, pack = self.payloads, len(self.payloads), RTP_HEADER.pack
+        for caller in calls:
+            index = caller.frame
+            caller.frame = index + 1 if index + 1 < frames else 0
+            data = pack(0x80, 0, caller.seq, caller.timestamp, caller.ssrc) + payloads[index]
+            if caller.session is not None:
+                data = caller.session.protect(data)
+            caller.seq = (caller.seq + 1) & 0xFFFF
+            caller.timestamp = (caller.timestamp + 160) & 0xFFFFFFFF
+            try:
+                caller.sock.sendto(data, caller.peer)
+                self.sent += 1
+            except (BlockingIOError, ConnectionRefusedError):
+                self.errors += 1
 
     async def _turns(self, tick: int, every: int) -> None:
         """A 2 s agent turn per call every TURN_EVERY_S, spread over the ticks, in 200 ms chunks."""
@@ -422,6 +461,7 @@ class Window:
     worker_p99_ms: float
     cpu: float
     load_cpu: float
+    redis_cpu: float = 0.0
     srtp_kinds: dict[str, int] = field(default_factory=dict)
     jitter_limit_ms: float = JITTER_LIMIT_MS
 
@@ -437,6 +477,19 @@ class Window:
     @property
     def ms_per_call_second(self) -> float:
         return self.cpu / self.seconds / max(self.calls, 1) * 1000
+
+    @property
+    def calls_per_core(self) -> float:
+        """The worker's calls on one core at this CPU per call-second (fixed costs spread thinner above)."""
+        return 1000 / self.ms_per_call_second if self.cpu else 0.0
+
+    @property
+    def load_side_ms_per_call_second(self) -> float:
+        """The load generator and Redis, which share the other core."""
+        return (self.load_cpu + self.redis_cpu) / self.seconds / max(self.calls, 1) * 1000
+
+    def share(self, cpu: float) -> float:
+        return cpu / self.seconds * 100
 
 
 def worker_p99(before: dict[str, Any], after: dict[str, Any]) -> float:
@@ -456,10 +509,12 @@ async def measure(load: Load, worker: WorkerProcess, bus: Bus, calls: int, secon
     elif calls < len(load.calls):
         await load.close(len(load.calls) - calls)
     await asyncio.sleep(2.0)  # let the jitter buffers settle
+    redis0 = await redis_cpu(bus)
     before, cpu0, load0 = await worker.stats(bus), worker.cpu(), time.process_time()
     load.reset_window()
     await asyncio.sleep(seconds)
     after, cpu1, load1 = await worker.stats(bus), worker.cpu(), time.process_time()
+    redis1 = await redis_cpu(bus)
 
     def delta(key: str) -> int:
         return int(after[key]) - int(before[key])
@@ -475,17 +530,30 @@ async def measure(load: Load, worker: WorkerProcess, bus: Bus, calls: int, secon
         worker_p99_ms=worker_p99(before, after),
         cpu=cpu1 - cpu0,
         load_cpu=load1 - load0,
+        redis_cpu=redis1 - redis0,
         srtp_kinds={k: v - before["srtp_kinds"].get(k, 0) for k, v in after["srtp_kinds"].items() if v},
         jitter_limit_ms=load.jitter_limit_ms,
     )
 
 
+async def redis_cpu(bus: Bus) -> float:
+    """CPU seconds Redis has used (INFO cpu), so its share of the load's core shows."""
+    info = await bus.redis.info("cpu")
+    return float(info.get("used_cpu_sys", 0.0)) + float(info.get("used_cpu_user", 0.0))
+
+
+HEADER = (
+    "calls worker ms/call-s calls/core lost-out  lost-in   late  srtp p99-jit  wrk-p99   load  redis  result"
+)
+
+
 def show(window: Window) -> None:
     print(
-        f"{window.calls:6d} {window.cpu / window.seconds * 100:6.1f}% {window.ms_per_call_second:8.3f}"
+        f"{window.calls:6d} {window.share(window.cpu):5.1f}% {window.ms_per_call_second:8.3f}"
+        f" {window.calls_per_core:10.0f}"
         f" {window.lost_out:8d} {window.lost_in:8d} {window.late_in:6d} {window.srtp_failures:5d}"
         f" {window.p99_jitter_ms:8.2f} {window.worker_p99_ms:8.2f}"
-        f" {window.load_cpu / window.seconds * 100:6.1f}%"
+        f" {window.share(window.load_cpu):5.1f}% {window.share(window.redis_cpu):5.1f}%"
         f"  {'ok' if window.passed else 'FAIL'}"
         + (f" srtp failures {window.srtp_kinds}" if window.srtp_failures else ""),
         flush=True,
@@ -503,19 +571,21 @@ async def ramp(args: argparse.Namespace, url: str) -> int:
         print(
             f"ramp: {args.seconds:.0f} s per level; pass = no packet lost either way,"
             f" p99 send jitter <= {args.jitter_limit:g} ms\n"
-            "calls worker ms/call-s lost-out  lost-in   late  srtp p99-jit  wrk-p99   load  result",
+            f"{HEADER}\n(worker, load: share of their cores; calls/core = 1000 / the worker's ms/call-s;"
+            " redis runs on the load's core)",
             flush=True,
         )
+        windows: list[Window] = []
         best, failed_at, level = 0, 0, args.start
         while level <= args.max and not failed_at:
-            window = await measure(load, worker, bus, level, args.seconds)
+            windows.append(window := await measure(load, worker, bus, level, args.seconds))
             show(window)
             best, failed_at = (level, 0) if window.passed else (best, level)
             level += args.step
         step = args.step // 2
         while failed_at and step >= args.min_step and failed_at - best > step:
             level = best + step
-            window = await measure(load, worker, bus, level, args.seconds)
+            windows.append(window := await measure(load, worker, bus, level, args.seconds))
             show(window)
             best, failed_at = (level, failed_at) if window.passed else (best, level)
             step //= 2
@@ -526,6 +596,7 @@ async def ramp(args: argparse.Namespace, url: str) -> int:
                 f"p99 {opens[int(0.99 * (len(opens) - 1))]:.2f} ms ({len(opens)} legs)"
             )
         print(f"most calls held for {args.seconds:.0f} s on one core: {best}", flush=True)
+        summarise(windows, failed_at)
         stop.set()
         await sender
         await load.close(len(load.calls))
@@ -534,6 +605,43 @@ async def ramp(args: argparse.Namespace, url: str) -> int:
         stop.set()
         worker.stop()
         await bus.close()
+
+
+def summarise(windows: list[Window], failed_at: int) -> None:
+    """Which side limited the ramp: the worker's core, the load's core (load generator and Redis), or
+    neither (then the failures came from scheduling: other processes on a busy machine)."""
+    if not windows:
+        return
+    largest = max(windows, key=lambda w: w.calls)
+    print(
+        f"worker: {largest.ms_per_call_second:.3f} ms CPU per call-second at {largest.calls} calls"
+        f" -> about {largest.calls_per_core:.0f} calls per core"
+    )
+    load_ms = largest.load_side_ms_per_call_second
+    print(
+        f"load generator: {largest.share(largest.load_cpu):.0f}% of its core and Redis"
+        f" {largest.share(largest.redis_cpu):.0f}% at {largest.calls} calls"
+        f" ({load_ms:.3f} ms per call-second together)"
+        f" -> its core would carry about {1000 / load_ms if load_ms else 0:.0f} calls"
+    )
+    failed = [w for w in windows if w.calls == failed_at and not w.passed]
+    if not failed:
+        print("limited by: the --max level (nothing failed)")
+        return
+    window = failed[0]
+    worker_busy = window.share(window.cpu)
+    load_busy = window.share(window.load_cpu + window.redis_cpu)
+    if worker_busy >= SATURATED_PERCENT:
+        verdict = f"the worker (its core {worker_busy:.0f}% busy at {window.calls} calls)"
+    elif load_busy >= SATURATED_PERCENT:
+        verdict = f"the load generator's core (load and Redis {load_busy:.0f}% busy at {window.calls} calls)"
+    else:
+        verdict = (
+            f"neither core was saturated at {window.calls} calls (worker {worker_busy:.0f}%, load and Redis"
+            f" {load_busy:.0f}%; worker p99 send jitter {window.worker_p99_ms:.1f} ms): other processes"
+            f" took the cores (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)"
+        )
+    print(f"limited by: {verdict}", flush=True)
 
 
 async def cost_window(args: argparse.Namespace, url: str, calls: int, flags: list[str], srtp: bool) -> float:
@@ -571,6 +679,7 @@ async def cost(args: argparse.Namespace, url: str, calls: int) -> None:
         shown = " ".join(f"{v:.3f}" for v in values)
         print(f"  {name:8s} {results[name]:.3f} ms CPU per call-second (runs: {shown})", flush=True)
     total = results["all on"]
+    print(f"  all on: about {1000 / total:.0f} calls per core at {calls} calls")
     for part, variant in (("SRTP", "no SRTP"), ("VAD", "no VAD"), ("bus", "no bus")):
         share = total - results[variant]
         print(f"  {part:5s} {share:+.3f} ms per call-second in context ({share / total * 100:+.0f}%)")
@@ -580,7 +689,7 @@ async def cost(args: argparse.Namespace, url: str, calls: int) -> None:
 def isolated() -> None:
     """The same three parts alone, on this process's core: the per-frame work times 50 frames/s."""
     from activecall.media.leg import _RememberingVad
-    from activecall.media.publisher import encode_audio_frame
+    from activecall.media.publisher import AudioCommand
     from activecall.media.vad import SpeechDetector, WebRtcVad
 
     key = generate_key_salt()
@@ -607,12 +716,10 @@ def isolated() -> None:
             detector.process(frames[i % 200])
 
     def bus() -> None:
-        import hiredis
-
+        command = AudioCommand("ac:call:{call-1}:audio:in", b"3000", "call-1", 8000)
+        pcm = [frame.tobytes() for frame in frames]
         for i in range(count):
-            data = encode_audio_frame("call-1", frames[i % 200].tobytes(), 8000, i, i * 20, time.time())
-            args = (b"XADD", "ac:call:{call-1}:audio:in", b"MAXLEN", b"~", b"3000", b"*", b"m", data)
-            hiredis.pack_command(args)  # type: ignore[arg-type]
+            command.pack(pcm[i % 200], i, i * 20, time.time())
 
     print(
         f"isolated, ms CPU per call-second: SRTP (protect + unprotect) {per_second(srtp):.3f},"

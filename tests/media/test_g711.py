@@ -11,6 +11,7 @@ from activecall.media.g711 import (
     PCMA,
     PCMU,
     ULAW_ENCODE_TABLE,
+    G711Codec,
     G711Error,
     pcma_decode,
     pcma_encode,
@@ -111,3 +112,12 @@ def test_tables_are_read_only() -> None:
         ULAW_ENCODE_TABLE[0] = 1
     with pytest.raises(ValueError, match="read-only"):
         ALAW_DECODE_TABLE[0] = 1
+
+
+@pytest.mark.parametrize("codec", [PCMU, PCMA])
+def test_decoding_many_payloads_at_once_is_decoding_each(codec: G711Codec) -> None:
+    payloads = [ALL_CODES, ALL_CODES[:160], b"", ALL_CODES[7:8], ALL_CODES[::-1]]
+    expected = [codec.decode(payload).tobytes() for payload in payloads]
+    assert codec.decode_many(payloads) == expected
+    assert [codec.decode_pcm16(payload) for payload in payloads] == expected
+    assert codec.decode_many(payloads[:1]) == expected[:1]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 
+import hiredis
 import pytest
 
-from activecall.bus import Bus
+from activecall.bus import FIELD, Bus
 from activecall.config import RedisSettings
 from activecall.media.metrics import STATS
-from activecall.media.publisher import BusWriter, encode_audio_frame
+from activecall.media.publisher import AudioCommand, BusWriter, encode_audio_frame
 from activecall.messages import AudioFrame, BargeIn, decode
 from activecall.testing.redis_server import RedisServer
 
@@ -99,3 +100,15 @@ async def test_a_write_in_flight_is_not_doubled(bus: Bus, flushes: int) -> None:
     await written(writer)
     entries = await bus.read({bus.keys.audio_in("c4"): "0"}, count=100)
     assert [e.message.seq for e in entries] == list(range(flushes + 1))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("call_id", ["c1", "ts", "caf\u00e9-\u00a2ts"])
+@pytest.mark.parametrize("size", [0, 160, 320, 960, 70_000])
+def test_the_audio_command_is_the_packed_xadd_of_the_frame(call_id: str, size: int) -> None:
+    stream = f"ac:call:{{{call_id}}}:audio:in"
+    command = AudioCommand(stream, b"3000", call_id, 8000)
+    pcm = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    for seq, at_ms, ts in ((0, 0, 0.0), (7, 140, 1700000000.5), (300, 6000, 1.25), (2**33, 2**40, 2.0)):
+        frame = encode_audio_frame(call_id, pcm, 8000, seq, at_ms, ts)
+        xadd = (b"XADD", stream, b"MAXLEN", b"~", b"3000", b"*", FIELD, frame)
+        assert command.pack(pcm, seq, at_ms, ts) == hiredis.pack_command(xadd)  # type: ignore[arg-type]

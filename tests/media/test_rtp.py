@@ -196,3 +196,12 @@ def test_is_rtcp_on_vectors() -> None:
     assert is_rtcp(load("rtcp_rr_app_bye.bin"))
     assert not is_rtcp(load("rtp_padding.bin"))
     assert not is_rtcp(b"\x80")
+
+
+def test_a_plain_packet_parses_as_the_general_path_would() -> None:
+    packet = RtpPacket(
+        payload_type=0, marker=True, sequence_number=65535, timestamp=2**32 - 1, ssrc=7, payload=b"x"
+    )
+    parsed = RtpPacket.parse(bytes(packet))
+    assert parsed == packet
+    assert parsed.csrc == [] and parsed.csrc is not RtpPacket.parse(bytes(packet)).csrc

@@ -2,6 +2,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pylibsrtp
 import pytest
 
 from activecall.media.rtcp import RtcpReportBlock, RtcpRrPacket, RtcpSdesPacket, serialize_compound
@@ -203,3 +204,26 @@ def test_profiles_by_suite_name() -> None:
     assert SrtpProfile.from_suite("AES_CM_128_HMAC_SHA1_80").value == "AES_CM_128_HMAC_SHA1_80"
     with pytest.raises(SrtpKeyError, match="unsupported SRTP crypto suite 'AEAD_AES_128_GCM'"):
         SrtpProfile.from_suite("AEAD_AES_128_GCM")
+
+
+def test_the_packet_path_gives_the_bytes_and_errors_of_pylibsrtp() -> None:
+    """SrtpSession calls libsrtp without pylibsrtp's Session wrapper: same packets, same failures."""
+    ours = SrtpSession(SrtpProfile.AES_CM_128_HMAC_SHA1_80, KEY_A, KEY_B)
+    policy = pylibsrtp.Policy(
+        key=KEY_A,
+        ssrc_type=pylibsrtp.Policy.SSRC_ANY_OUTBOUND,
+        srtp_profile=SrtpProfile.AES_CM_128_HMAC_SHA1_80.libsrtp_profile,
+    )
+    reference = pylibsrtp.Session(policy)
+    peer = SrtpSession(SrtpProfile.AES_CM_128_HMAC_SHA1_80, KEY_B, KEY_A)
+    for seq in range(65530, 65536 + 6):
+        packet = rtp(seq & 0xFFFF, payload=bytes([seq & 0xFF]) * (seq % 200))
+        protected = ours.protect(packet)
+        assert protected == reference.protect(packet)
+        assert peer.unprotect(protected) == packet
+    with pytest.raises(SrtpReplayError):
+        peer.unprotect(protected)
+    with pytest.raises(ValueError, match="packet is too long"):
+        ours.protect(rtp(1, payload=bytes(1400)))
+    with pytest.raises(TypeError, match="packet must be bytes"):
+        ours.protect(bytearray(rtp(2)))  # type: ignore[arg-type]

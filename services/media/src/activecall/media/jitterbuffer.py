@@ -14,7 +14,7 @@ lossy: the schedule steps back to play it.
 
 from __future__ import annotations
 
-import bisect
+from bisect import bisect_left, insort
 from collections import deque
 from dataclasses import dataclass
 from typing import Final
@@ -141,8 +141,10 @@ class JitterBuffer:
             self._on_past(packet, index, arrival_time)
         elif index in self._buffer:
             self.duplicates += 1
-        else:
-            self._accept(packet, index, arrival_time)
+        else:  # _accept, inlined on the per-packet path
+            self.received += 1
+            self._buffer[index] = packet
+            self._observe(index, arrival_time)
 
     def _start(self, packet: RtpPacket, index: int, arrival_time: float) -> None:
         """Open the schedule: the first packet plays after the target delay."""
@@ -213,17 +215,19 @@ class JitterBuffer:
     def _observe(self, index: int, arrival_time: float) -> None:
         """Update the transit window, the interarrival jitter and the target delay."""
         transit = arrival_time - index * self.frame
-        self._transits.append(transit)
-        bisect.insort(self._sorted_transits, transit)
-        if len(self._transits) > self._window_packets:
-            oldest = self._transits.popleft()
-            del self._sorted_transits[bisect.bisect_left(self._sorted_transits, oldest)]
-        if self._last_transit is not None:
-            self._jitter += (abs(transit - self._last_transit) - self._jitter) / 16
+        transits, ordered = self._transits, self._sorted_transits
+        transits.append(transit)
+        insort(ordered, transit)
+        if len(transits) > self._window_packets:
+            del ordered[bisect_left(ordered, transits.popleft())]
+        last = self._last_transit
+        if last is not None:
+            self._jitter += (abs(transit - last) - self._jitter) / 16
         self._last_transit = transit
-        ordered = self._sorted_transits
         queueing = ordered[int(self.quantile * (len(ordered) - 1))] - ordered[0]
-        self.target_delay = min(self.max_delay, max(self.min_delay, queueing))
+        # min(max_delay, max(min_delay, queueing)) without two calls: this runs for every packet.
+        target = queueing if queueing > self.min_delay else self.min_delay
+        self.target_delay = target if target < self.max_delay else self.max_delay
 
     # -- output -------------------------------------------------------------------------------------------
 

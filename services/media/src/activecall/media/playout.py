@@ -79,6 +79,8 @@ class Playout:
 
     def playing_ms(self) -> int | None:
         """Milliseconds of the current turn already played, or None when no turn is playing."""
+        if not self._turns:  # the usual case, asked for every caller frame
+            return None
         turn = self.current
         return turn.played_ms if turn is not None and turn.started else None
 
@@ -113,6 +115,10 @@ class Playout:
 
     def next_frame(self) -> bytes | None:
         """PCM16 of the frame to send now, or None for silence."""
+        if not self._turns:  # the usual case, asked every tick
+            self._silent = True
+            self.marker = False
+            return None
         while (turn := self.current) is not None:
             if turn.available >= FRAME_BYTES or (turn.complete and turn.available > 0):
                 if not turn.started:

@@ -7,6 +7,9 @@ one reply comes back per tick: redis-py's own pipeline packs in Python and parse
 command, which at 50 frames per call-second was most of the bus's share of the CPU. The price: an
 XADD that Redis refuses (a key of the wrong type) goes unnoticed.
 
+A call's audio XADD is framed from bytes packed once per call (:class:`AudioCommand`): per frame
+only the timestamp, the samples and the two counters are packed.
+
 A write still in flight when the next tick ends is not doubled: the items wait and leave with the
 next one. While Redis is away the items are kept, up to ``max_pending`` (oldest dropped first,
 counted), and the RTP streams go on.
@@ -16,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 import time
 from collections import Counter, deque
 from typing import Final
@@ -39,6 +43,10 @@ _AUTO_ID: Final = b"*"
 _REPLY_OFF: Final = hiredis.pack_command((b"CLIENT", b"REPLY", b"OFF"))  # type: ignore[arg-type]
 _REPLY_ON: Final = hiredis.pack_command((b"CLIENT", b"REPLY", b"ON"))  # type: ignore[arg-type]
 
+_BULK_EMPTY: Final = b"$0\r\n\r\n"  # how hiredis packs an empty last argument
+_FLOAT64: Final = struct.Struct(">d")  # msgpack's float 64 after its 0xcb marker
+_AT_MS_KEY: Final = msgpack.packb("at_ms")
+
 Item = tuple[bytes, str]  # the packed XADD, the message type
 
 
@@ -61,6 +69,56 @@ def encode_audio_frame(call_id: str, pcm: bytes, sample_rate: int, seq: int, at_
     return data
 
 
+def _msgpack_bin_header(size: int) -> bytes:
+    """The header msgpack puts before ``size`` bytes of bin (bin 8, 16 or 32)."""
+    if size < 0x100:
+        return b"\xc4" + size.to_bytes(1, "big")
+    if size < 0x10000:
+        return b"\xc5" + size.to_bytes(2, "big")
+    return b"\xc6" + size.to_bytes(4, "big")
+
+
+class AudioCommand:
+    """The packed XADD of one call's caller frame: the same bytes as ``encode_audio_frame`` packed by
+    ``hiredis.pack_command``, with the stream, the envelope and the field names packed once."""
+
+    __slots__ = ("sample_rate", "_command_head", "_frame_head", "_middle", "_bin_headers")
+
+    def __init__(self, stream: str, maxlen: bytes, call_id: str, sample_rate: int) -> None:
+        self.sample_rate = sample_rate
+        command = hiredis.pack_command((_XADD, stream, _MAXLEN, _APPROX, maxlen, _AUTO_ID, FIELD, b""))  # type: ignore[arg-type]
+        assert command.endswith(_BULK_EMPTY)
+        self._command_head = command[: -len(_BULK_EMPTY)]
+        # The envelope up to the float marker of ts, in encode_audio_frame's order: a map of 8 entries.
+        packb = msgpack.packb
+        head = [b"\x88", packb("v"), packb(WIRE_VERSION), packb("type"), packb(AudioFrame.TYPE)]
+        head += [packb("call_id"), packb(call_id), packb("ts"), b"\xcb"]
+        self._frame_head = b"".join(head)
+        self._middle = msgpack.packb("sample_rate") + msgpack.packb(sample_rate) + msgpack.packb("seq")
+        self._bin_headers: dict[int, bytes] = {}
+
+    def pack(self, pcm: bytes, seq: int, at_ms: int, ts: float) -> bytes:
+        size = len(pcm)
+        header = self._bin_headers.get(size)
+        if header is None:
+            header = self._bin_headers[size] = _msgpack_bin_header(size)
+        packb = msgpack.packb
+        body = b"".join(
+            (
+                self._frame_head,
+                _FLOAT64.pack(ts),
+                b"\xa3pcm",
+                header,
+                pcm,
+                self._middle,
+                packb(seq),
+                _AT_MS_KEY,
+                packb(at_ms),
+            )
+        )
+        return b"".join((self._command_head, b"$%d\r\n" % len(body), body, b"\r\n"))
+
+
 class BusWriter:
     def __init__(self, bus: Bus, *, publish_audio: bool = True, max_pending: int = MAX_PENDING) -> None:
         self.bus = bus
@@ -72,6 +130,7 @@ class BusWriter:
         self._retry_at = 0.0
         self._audio_maxlen = str(bus.settings.audio_maxlen).encode()
         self._events_maxlen = str(bus.settings.events_maxlen).encode()
+        self._audio: dict[str, AudioCommand] = {}  # call id -> its audio:in XADD
         self.written = 0
 
     @property
@@ -84,10 +143,22 @@ class BusWriter:
 
     def frame(self, call_id: str, pcm: bytes, sample_rate: int, seq: int, at_ms: int) -> None:
         """Caller audio for ``audio:in`` (dropped when the writer was made with publish_audio=False)."""
-        if self.publish_audio:
-            data = encode_audio_frame(call_id, pcm, sample_rate, seq, at_ms, time.time())
-            self._add(self.bus.keys.audio_in(call_id), data, self._audio_maxlen, AudioFrame.TYPE)
-            STATS.frames_published += 1
+        if not self.publish_audio:
+            return
+        audio = self._audio.get(call_id)
+        if audio is None or audio.sample_rate != sample_rate:
+            audio = AudioCommand(self.bus.keys.audio_in(call_id), self._audio_maxlen, call_id, sample_rate)
+            self._audio[call_id] = audio
+        items = self._items
+        items.append((audio.pack(pcm, seq, at_ms, time.time()), AudioFrame.TYPE))
+        if len(items) > self.max_pending:
+            items.popleft()
+            STATS.bus_dropped += 1
+        STATS.frames_published += 1
+
+    def forget(self, call_id: str) -> None:
+        """The call's leg closed here: drop what was packed once for its audio."""
+        self._audio.pop(call_id, None)
 
     def _add(self, stream: str, data: bytes, maxlen: bytes, type_name: str) -> None:
         args = (_XADD, stream, _MAXLEN, _APPROX, maxlen, _AUTO_ID, FIELD, data)

@@ -440,7 +440,14 @@ class RtpStats:
         elif not self._update_sequence(sequence_number):
             return
         self.received += 1
-        self._update_jitter(rtp_timestamp, arrival_time)
+        # Interarrival jitter (A.8), here rather than in a method of its own: it runs for every packet.
+        transit = arrival_time * self.clock_rate - rtp_timestamp
+        last = self._transit
+        if last is not None:
+            # The RTP timestamp wraps at 2**32: fold the difference back into a signed range.
+            d = (transit - last + 2**31) % 2**32 - 2**31
+            self._jitter += (abs(d) - self._jitter) / 16
+        self._transit = transit
 
     def on_sender_report(self, ntp_timestamp: int, arrival_time: float) -> None:
         """Remember the last SR from this source, for LSR and DLSR."""
@@ -493,12 +500,3 @@ class RtpStats:
             self._transit = None
         # else: duplicate or reordered packet within MAX_MISORDER, counted as received
         return True
-
-    def _update_jitter(self, rtp_timestamp: int, arrival_time: float) -> None:
-        transit = arrival_time * self.clock_rate - rtp_timestamp
-        if self._transit is not None:
-            d = transit - self._transit
-            # The RTP timestamp wraps at 2**32: fold the difference back into a signed range.
-            d = (d + 2**31) % 2**32 - 2**31
-            self._jitter += (abs(d) - self._jitter) / 16
-        self._transit = transit

@@ -20,6 +20,7 @@ _UINT16_MODULO: Final = 1 << 16
 _UINT32_MODULO: Final = 1 << 32
 _HEADER: Final = struct.Struct("!BBHII")
 _EXTENSION_HEADER: Final = struct.Struct("!HH")
+_PLAIN_FIRST_OCTET: Final = RTP_VERSION << 6  # no padding, no extension, no CSRC
 
 
 class RtpError(ValueError):
@@ -103,6 +104,10 @@ class RtpPacket:
         if len(data) < RTP_HEADER_LENGTH:
             raise RtpError(f"RTP packet length {len(data)} is less than {RTP_HEADER_LENGTH} bytes")
         first, second, sequence_number, timestamp, ssrc = _HEADER.unpack_from(data)
+        if first == _PLAIN_FIRST_OCTET:  # the common packet: nothing between header and payload
+            return cls(
+                second & 0x7F, bool(second & 0x80), sequence_number, timestamp, ssrc, data[12:], [], None
+            )
         version = first >> 6
         if version != RTP_VERSION:
             raise RtpError(f"RTP packet has version {version}, expected {RTP_VERSION}")

@@ -1,7 +1,9 @@
 """SRTP and SRTCP (RFC 3711) through libsrtp, with SDES key handling (RFC 4568).
 
 All cryptography is libsrtp's (via pylibsrtp); this module maps its profiles to SDES suite names,
-turns its error strings into precise exceptions and counts failures for metrics.
+turns its error strings into precise exceptions and counts failures for metrics. RTP packets, two per
+call every 20 ms, go to libsrtp through pylibsrtp's cffi binding directly (:class:`_PacketPath`):
+the ``Session`` wrapper allocates and checks on every call, which cost as much as the cipher.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import secrets
 from typing import Final
 
 import pylibsrtp
+from pylibsrtp._binding import ffi, lib  # pinned in constraints.txt: _PacketPath relies on 1.0's layout
 
 SRTP_KEY_LENGTH: Final = 16
 SRTP_SALT_LENGTH: Final = 14
@@ -28,6 +31,8 @@ _LIBSRTP_PROFILE_80: Final[int] = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_8
 _LIBSRTP_PROFILE_32: Final[int] = pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_32
 _SSRC_ANY_INBOUND: Final[int] = pylibsrtp.Policy.SSRC_ANY_INBOUND
 _SSRC_ANY_OUTBOUND: Final[int] = pylibsrtp.Policy.SSRC_ANY_OUTBOUND
+_BUFFER_BYTES: Final = 1500  # pylibsrtp's own buffer size, and so its largest packet
+_RTP_TRAILER_BYTES: Final = pylibsrtp.SRTP_MAX_TRAILER_LEN
 
 
 class SrtpError(ValueError):
@@ -107,6 +112,40 @@ def _check_key_salt(key_salt: bytes) -> None:
         raise SrtpKeyError(f"SRTP master key and salt are {len(key_salt)} bytes, expected 30")
 
 
+class _PacketPath:
+    """``srtp_protect`` or ``srtp_unprotect`` on one pylibsrtp session with a buffer of its own.
+
+    The same bytes and the same errors as ``pylibsrtp.Session.protect`` / ``unprotect``; a packet too
+    long for the buffer goes through the wrapper, which refuses it as it always did.
+    """
+
+    __slots__ = ("_session", "_context", "_call", "_fallback", "_cdata", "_buffer", "_length", "_limit")
+
+    def __init__(self, session: pylibsrtp.Session, protect: bool) -> None:
+        self._session = session  # owns the libsrtp context and frees it
+        self._context = session._srtp[0]
+        self._call = lib.srtp_protect if protect else lib.srtp_unprotect
+        self._fallback = session.protect if protect else session.unprotect
+        self._cdata = ffi.new("char[]", _BUFFER_BYTES)
+        self._buffer = memoryview(ffi.buffer(self._cdata))  # copies in and out faster than the buffer
+        self._length = ffi.new("int *")
+        self._limit = _BUFFER_BYTES - (_RTP_TRAILER_BYTES if protect else 0)
+
+    def __call__(self, data: bytes) -> bytes:
+        size = len(data)
+        if size > self._limit or type(data) is not bytes:
+            result: bytes = self._fallback(data)
+            return result
+        length = self._length
+        length[0] = size
+        buffer = self._buffer
+        buffer[0:size] = data
+        status = self._call(self._context, self._cdata, length)
+        if status:
+            raise pylibsrtp.Error(pylibsrtp.ERRORS[status])
+        return buffer[: length[0]].tobytes()
+
+
 class SrtpSession:
     """One SRTP context pair for a call leg: outbound keyed with `tx_key_salt`, inbound with
     `rx_key_salt` (each 16-byte master key || 14-byte master salt, RFC 3711 section 8.2).
@@ -124,6 +163,8 @@ class SrtpSession:
         self.malformed = 0
         self._tx = pylibsrtp.Session(self._policy(tx_key_salt, _SSRC_ANY_OUTBOUND))
         self._rx = pylibsrtp.Session(self._policy(rx_key_salt, _SSRC_ANY_INBOUND))
+        self._protect = _PacketPath(self._tx, protect=True)
+        self._unprotect = _PacketPath(self._rx, protect=False)
 
     def _policy(self, key_salt: bytes, ssrc_type: int) -> pylibsrtp.Policy:
         return pylibsrtp.Policy(key=key_salt, ssrc_type=ssrc_type, srtp_profile=self.profile.libsrtp_profile)
@@ -131,14 +172,14 @@ class SrtpSession:
     def protect(self, rtp: bytes) -> bytes:
         """RTP -> SRTP (RFC 3711 section 3.3)."""
         try:
-            return self._tx.protect(rtp)
+            return self._protect(rtp)
         except pylibsrtp.Error as exc:
             raise SrtpError(f"SRTP protect failed: {exc}") from None
 
     def unprotect(self, srtp: bytes) -> bytes:
         """SRTP -> RTP; raises SrtpAuthError, SrtpReplayError or SrtpMalformedError."""
         try:
-            return self._rx.unprotect(srtp)
+            return self._unprotect(srtp)
         except pylibsrtp.Error as exc:
             raise self._count_failure("SRTP", exc) from None
 

@@ -58,16 +58,20 @@ class WebRtcVad:
             raise VadError(f"webrtcvad aggressiveness must be 0..3, not {aggressiveness}")
         self.aggressiveness = aggressiveness
         self._vad = webrtcvad.Vad(aggressiveness)
+        # The extension's own entry point: webrtcvad.Vad.is_speech only recomputes the length in Python.
+        self._process = webrtcvad._webrtcvad.process
+        self._handle = self._vad._vad
 
     def is_speech(self, frame: Frame, sample_rate: int) -> bool:
         """True if the 10, 20 or 30 ms frame at 8, 16, 32 or 48 kHz holds speech."""
-        data = _frame_bytes(frame)
+        data = frame if type(frame) is bytes else _frame_bytes(frame)
+        size = len(data)
         lengths = _FRAME_BYTES.get(sample_rate)
         if lengths is None:
             raise VadError(f"webrtcvad does not take {sample_rate} Hz")
-        if len(data) not in lengths:
-            raise VadError(f"a frame of {len(data)} bytes at {sample_rate} Hz is not 10, 20 or 30 ms")
-        return bool(self._vad.is_speech(data, sample_rate))
+        if size not in lengths:
+            raise VadError(f"a frame of {size} bytes at {sample_rate} Hz is not 10, 20 or 30 ms")
+        return bool(self._process(self._handle, sample_rate, data, size >> 1))
 
 
 @dataclass(frozen=True)
