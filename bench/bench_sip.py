@@ -8,7 +8,8 @@ budget is spent. Printed per rate: calls, failures, SIPp retransmissions, the ed
 (user, system and their sum: a figure that other load on the machine moves far less than the held
 rate), and SIPp's INVITE-to-200 time; at the end, the held rate with the edge's CPU per call there.
 Run with ``make bench-sip``; REDIS_URL selects a Redis server, otherwise a private redis-server is
-started.
+started. ``--profile-edge FILE`` runs the edge under cProfile and writes its stats to FILE at the end
+(the CPU figures then include the profiler's cost: compare profiles with profiles only).
 """
 
 from __future__ import annotations
@@ -136,6 +137,7 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, default=420.0, help="stop starting new rates after this many s"
     )
+    parser.add_argument("--profile-edge", type=Path, help="run the edge under cProfile, stats to this file")
     args = parser.parse_args()
     rates = [int(r) for r in args.rates.split(",")]
     started = time.monotonic()
@@ -157,8 +159,9 @@ def main() -> None:
                     env=env,
                 )
             )
+            profiler = ["-m", "cProfile", "-o", str(args.profile_edge)] if args.profile_edge else []
             edge = subprocess.Popen(
-                [sys.executable, "-m", "activecall.sip_edge", "--config", str(config)]
+                [sys.executable, *profiler, "-m", "activecall.sip_edge", "--config", str(config)]
                 + ["--worker-id", "edge-bench", "--metrics-port", "0"],
                 env=env,
             )

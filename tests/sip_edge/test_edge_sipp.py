@@ -21,6 +21,7 @@ from activecall.messages import (
     SessionStart,
     Transfer,
 )
+from activecall.store import CallRecord
 from activecall.testing.sipp import Sipp, SippResult
 
 CALLEE = "+15550001111"
@@ -282,6 +283,27 @@ async def test_ring_timeout_cancels_the_outbound_call(start_edge: EdgeFactory, t
     assert (ended.reason, ended.by, ended.status) == ("no answer", "timeout", 487)
     assert states(await harness.events("out-ring")) == ["dialing", "ringing", "failed"]
     assert harness.responder.closed == 1
+
+
+async def test_an_outbound_call_the_api_queued_goes_on_from_queued(start_edge: EdgeFactory) -> None:
+    harness = await start_edge()
+    # What the api does before any edge sees the Originate: the record and the event, both "queued".
+    record = CallRecord(call_id="out-queued", direction="outbound", state="queued", callee="sip:x@")
+    await harness.edge.store.create(record)
+    await harness.bus.emit("out-queued", CallStateChanged(state="queued"))
+    for call_id in ("out-queued", "out-unqueued"):  # the second has no record: it starts at "new"
+        message = Originate(call_id=call_id, callee="sip:x@")  # refused: the URI has no host
+        await harness.bus.publish(harness.bus.keys.originate(), message)
+        ended = await wait_event(harness, call_id, CallEnded)
+        assert (ended.status, ended.reason) == (400, "bad address: Bad host")
+    changes = [e for e in await harness.events("out-queued") if isinstance(e, CallStateChanged)]
+    assert [(e.previous, e.state) for e in changes] == [
+        ("", "queued"),
+        ("queued", "dialing"),
+        ("dialing", "failed"),
+    ]
+    changes = [e for e in await harness.events("out-unqueued") if isinstance(e, CallStateChanged)]
+    assert [(e.previous, e.state) for e in changes] == [("new", "dialing"), ("dialing", "failed")]
 
 
 async def test_hangup_while_ringing_cancels_the_outbound_call(

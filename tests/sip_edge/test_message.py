@@ -923,6 +923,100 @@ def test_make_response_copies_the_transaction_fields() -> None:
         make_response(request, 200, to_tag="bad tag")
 
 
+# -- parsed values kept on the headers -----------------------------------------------------------------------
+
+
+def test_parsed_fields_are_kept_until_a_field_changes() -> None:
+    request = parse_request(options(b"Via: SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp1\r\n"))
+    assert request.from_ is request.from_
+    assert request.cseq is request.cseq
+    assert request.top_via is request.top_via
+    to, from_ = request.to, request.from_
+    request.headers.add("X-Other", "1")  # other fields: the parsed values stay
+    assert request.to is to
+    request.headers.set("To", "<sip:carol@example.com>")
+    assert str(request.to.uri) == "sip:carol@example.com"
+    assert request.from_ is from_
+    request.headers.add("f", "<sip:dave@example.com>;tag=2")  # compact form, now two From fields
+    with pytest.raises(SipParseError, match="Multiple From"):
+        request.from_  # noqa: B018
+    request.headers.set("CSeq", "7 OPTIONS")
+    assert request.cseq == CSeq(7, "OPTIONS")
+    request.headers.remove("Max-Forwards")
+    assert request.max_forwards is None
+    request.headers.replace_first("Via", "SIP/2.0/UDP other.example.com;branch=z9hG4bKo1")
+    assert [v.host for v in request.vias] == ["other.example.com", "proxy.example.com"]
+    request.headers = Headers([("Call-ID", "fresh@x")])  # a new store parses anew
+    assert request.call_id == "fresh@x"
+
+
+def test_parsed_values_cannot_be_changed_and_lists_are_copies() -> None:
+    request = parse_request(options(b"Contact: <sip:alice@pc33.example.com>\r\n"))
+    with pytest.raises(AttributeError):
+        request.to.display_name = "Mallory"  # type: ignore[misc]
+    with pytest.raises(AttributeError):
+        request.top_via.host = "elsewhere.example.com"  # type: ignore[misc]
+    request.vias.clear()
+    request.contacts.clear()
+    assert len(request.vias) == 1 and len(request.contacts) == 1
+
+
+def test_a_field_that_does_not_parse_fails_on_every_access() -> None:
+    request = parse_request(options().replace(b"CSeq: 314159 OPTIONS", b"CSeq: x OPTIONS"))
+    for _ in range(2):
+        with pytest.raises(SipParseError, match="Bad CSeq"):
+            request.cseq  # noqa: B018
+
+
+def test_vias_reuse_the_parsed_top_via() -> None:
+    request = parse_request(
+        options(
+            b"Via: SIP/2.0/TCP p2.example.com;branch=z9hG4bKp2, "
+            b"SIP/2.0/UDP p3.example.com;branch=z9hG4bKp3\r\n"
+        )
+    )
+    top = request.top_via
+    assert request.vias[0] is top
+    assert request.vias == [
+        Via.parse(item) for v in request.headers.get_all("Via") for item in split_header_values(v)
+    ]
+    bad = parse_request(options(b"Via: SIP/2.0/TCP p2.example.com;branch=z9hG4bKp2, junk\r\n"))
+    assert bad.top_via.host == "pc33.example.com"
+    with pytest.raises(SipParseError):
+        bad.vias  # noqa: B018
+
+
+def test_a_response_takes_over_what_its_request_parsed() -> None:
+    request = parse_request(options())
+    request.vias, request.from_, request.to, request.cseq, request.call_id  # noqa: B018
+    for to_tag in (None, "a6c85cf"):
+        response = make_response(request, 200, to_tag=to_tag)
+        assert response.from_ is request.from_ and response.cseq is request.cseq
+        fresh = SipResponse.parse(bytes(response))
+        assert (response.to, response.vias, response.from_) == (fresh.to, fresh.vias, fresh.from_)
+        assert (response.cseq, response.call_id) == (fresh.cseq, fresh.call_id)
+    tagged = parse_request(
+        options().replace(b"To: Bob <sip:bob@example.com>", b"To: <sip:bob@example.com>;tag=x")
+    )
+    to = tagged.to
+    assert make_response(tagged, 200, to_tag="y").to is to
+
+
+def test_replacing_the_top_via_keeps_the_others_and_the_parse() -> None:
+    request = parse_request(options(b"Via: SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp1\r\n"))
+    stamped = request.top_via.with_received("192.0.2.4", 5066)
+    request.replace_top_via(stamped)
+    assert request.top_via is stamped
+    assert request.headers.get_all("Via") == [str(stamped), "SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp1"]
+    assert request.vias == [
+        Via.parse(str(stamped)),
+        Via.parse("SIP/2.0/TCP proxy.example.com;branch=z9hG4bKp1"),
+    ]
+    request.replace_top_via(stamped.with_received("not-an-ip"))  # kept as text; refused when read
+    with pytest.raises(SipParseError, match="Bad Via received"):
+        request.top_via  # noqa: B018
+
+
 # -- StreamFramer --------------------------------------------------------------------------------------------
 
 

@@ -26,7 +26,6 @@ from activecall.messages import (
     SessionStart,
     TransferRequested,
 )
-from activecall.metrics import BUS_PUBLISHED
 from activecall.sip_edge import metrics
 from activecall.sip_edge.legs import Leg, LegError
 from activecall.sip_edge.message import SipRequest
@@ -55,6 +54,8 @@ STATUS_ACCEPTED = 202
 
 class CallState(enum.StrEnum):
     NEW = "new"
+    # Written by the api for an outbound call before any edge takes its Originate.
+    QUEUED = "queued"
     DIALING = "dialing"
     RINGING = "ringing"
     EARLY = "early"
@@ -138,6 +139,13 @@ class Call(SessionListener):
 
     # ---------------------------------------------------------------- record and events
 
+    async def adopt_queued_record(self) -> None:
+        """Start from ``queued`` when the api queued this call (its record says so), so the first
+        state change reads ``previous=queued``, continuing the api's own ``queued`` event."""
+        (state,) = await self.edge.bus.execute([("HGET", self.edge.bus.keys.call(self.call_id), "state")])
+        if state is not None and as_str(state) == CallState.QUEUED.value:
+            self.state = CallState.QUEUED
+
     async def create_record(self, state: CallState) -> None:
         """Write the call record, add it to ``calls:active`` and announce the state, in one round trip."""
         record = CallRecord(
@@ -158,7 +166,7 @@ class Call(SessionListener):
         await self.edge.bus.execute(commands)
 
     def _xadd(self, stream: str, message: Message, capped: bool = True) -> Command:
-        BUS_PUBLISHED.labels(message.TYPE).inc()
+        metrics.bus_published_counter(message.TYPE).inc()
         return xadd_command(stream, message, self.edge.bus.settings.events_maxlen if capped else None)
 
     async def set_state(self, state: CallState, reason: str = "") -> None:
@@ -201,7 +209,7 @@ class Call(SessionListener):
         commands.append(hset_command(keys.call(self.call_id), fields))
         results = await self.edge.bus.execute(commands)
         self.events_cursor = as_str(results[1])
-        metrics.CALL_SETUP.labels(self.direction).observe(time.monotonic() - self.started)
+        metrics.call_setup_histogram(self.direction).observe(time.monotonic() - self.started)
 
     def _session_start(self, role: str, variables: dict[str, str]) -> SessionStart:
         return SessionStart(
@@ -246,7 +254,7 @@ class Call(SessionListener):
         except Exception:
             log.exception("could not record the end of a call", extra={"call_id": self.call_id})
         finally:
-            metrics.CALLS.labels(self.direction, result).inc()
+            metrics.calls_counter(self.direction, result).inc()
             self.edge.forget(self)
             self.ended.set()
             log.info(

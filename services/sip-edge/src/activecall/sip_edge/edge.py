@@ -143,6 +143,7 @@ class Edge:
             task.cancel()
         if isinstance(self.handler, WebhookHandler):
             await self.handler.close()
+        await self.legs.close()
 
     @staticmethod
     async def _stop_task(task: asyncio.Task[None] | None) -> None:
@@ -166,14 +167,14 @@ class Edge:
     def forget(self, call: Call) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
-            metrics.CALLS_ACTIVE.labels(call.direction).dec()
+            metrics.calls_active_gauge(call.direction).dec()
             if not self.calls:
                 self._idle.set()
 
     def track(self, call: Call) -> None:
         self.calls[call.call_id] = call
         self._idle.clear()
-        metrics.CALLS_ACTIVE.labels(call.direction).inc()
+        metrics.calls_active_gauge(call.direction).inc()
 
     async def admit(self) -> bool:
         if self.draining or len(self.calls) >= self.options.max_calls:

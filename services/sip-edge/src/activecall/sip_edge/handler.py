@@ -91,9 +91,9 @@ class PlaybookHandler:
             if (caller is None or caller.search(call.caller)) and (
                 callee is None or callee.search(call.callee)
             ):
-                metrics.HANDLER_DECISIONS.labels("playbook", "rule").inc()
+                metrics.handler_decision_counter("playbook", "rule").inc()
                 return Decision(playbook=rule.playbook, source="rule")
-        metrics.HANDLER_DECISIONS.labels("playbook", "default").inc()
+        metrics.handler_decision_counter("playbook", "default").inc()
         return Decision(playbook=self.default, source="default")
 
 
@@ -139,9 +139,9 @@ class WebhookHandler:
             log.warning(
                 "webhook failed; using the fallback", extra={"call_id": call.call_id, "error": str(exc)}
             )
-            metrics.HANDLER_DECISIONS.labels("webhook", "fallback").inc()
+            metrics.handler_decision_counter("webhook", "fallback").inc()
             return self._fallback()
-        metrics.HANDLER_DECISIONS.labels("webhook", "rejected" if decision.reject_code else "accepted").inc()
+        metrics.handler_decision_counter("webhook", "rejected" if decision.reject_code else "accepted").inc()
         return decision
 
     async def _ask(self, call: CallInfo) -> Any:

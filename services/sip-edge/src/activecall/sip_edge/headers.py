@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 from activecall.sip_edge.uri import (
@@ -234,7 +234,7 @@ def _check_token(text: str, what: str) -> str:
     return text
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class CSeq:
     """CSeq header field: sequence number and method (RFC 3261 section 20.16)."""
 
@@ -253,7 +253,7 @@ class CSeq:
         return f"{self.number} {self.method}"
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class Via:
     """One Via header field value (RFC 3261 section 20.42) with the RFC 3581 ``rport`` parameter.
 
@@ -341,7 +341,7 @@ class Via:
         params["received"] = host
         if port is not None and self.rport_requested:
             params["rport"] = str(port)
-        return replace(self, params=params)
+        return Via(self.transport, self.host, self.port, params, self.protocol, self.version)
 
 
 def _find_lws(text: str) -> int:

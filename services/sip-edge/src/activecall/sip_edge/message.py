@@ -5,6 +5,10 @@ Parsing reads the start line and splits and unfolds the header fields; field val
 ordered, case-insensitive :class:`Headers` store and are parsed only when asked for (``msg.cseq``,
 ``msg.vias``, ...), so a message that is only relayed or dropped costs little. Content-Length is the one
 field read at once, since it frames the body. Every malformation raises :class:`SipParseError`.
+
+A parsed value is kept on the :class:`Headers` it came from until a field of its name is added, set or
+removed, so the layers that each read From, To, Via or CSeq of one message parse it once between them.
+The parsed types are frozen dataclasses; lists come back as fresh copies.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import enum
 import re
 from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from activecall.sip_edge.headers import (
     BRANCH_MAGIC_COOKIE,
@@ -145,10 +149,12 @@ class Headers:
     ``get_list`` the comma-separated elements across all of them.
     """
 
-    __slots__ = ("_fields",)
+    __slots__ = ("_fields", "_parsed")
 
     def __init__(self, fields: Iterable[tuple[str, str]] = ()) -> None:
         self._fields: list[tuple[str, str, str]] = []
+        # Parsed field values by accessor name (see _HeaderAccess), dropped when their field changes.
+        self._parsed: dict[str, object] | None = None
         for name, value in fields:
             self.add(name, value)
 
@@ -156,6 +162,7 @@ class Headers:
     def _trusted(cls, fields: list[tuple[str, str, str]]) -> Headers:
         headers = cls.__new__(cls)
         headers._fields = fields
+        headers._parsed = None
         return headers
 
     def get(self, name: str, default: str | None = None) -> str | None:
@@ -181,7 +188,9 @@ class Headers:
             raise ValueError(f"bad header name {name!r}")
         if "\r" in value or "\n" in value:
             raise ValueError("header values cannot hold CR or LF")
-        self._fields.append((header_key(name), canonical_name(name), value.strip(" \t")))
+        key = header_key(name)
+        self._fields.append((key, canonical_name(name), value.strip(" \t")))
+        self._changed(key)
 
     def set(self, name: str, value: str) -> None:
         """Replace the first field called ``name`` in place and drop the others, or append it."""
@@ -199,12 +208,33 @@ class Headers:
             fields.append(new)
         self._fields = fields
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the value of the first field called ``name`` in place, keeping the others; raises
+        ``KeyError`` when there is none."""
+        key = header_key(name)
+        for index, (k, printed, _) in enumerate(self._fields):
+            if k == key:
+                if "\r" in value or "\n" in value:
+                    raise ValueError("header values cannot hold CR or LF")
+                self._fields[index] = (k, printed, value.strip(" \t"))
+                self._changed(key)
+                return
+        raise KeyError(name)
+
     def remove(self, name: str) -> int:
         """Drop every field called ``name``; returns how many there were."""
         key = header_key(name)
         before = len(self._fields)
         self._fields = [f for f in self._fields if f[0] != key]
+        self._changed(key)
         return before - len(self._fields)
+
+    def _changed(self, key: str) -> None:
+        """Forget what was parsed from the fields with lookup key ``key``."""
+        parsed = self._parsed
+        if parsed:
+            for name in [name for name in parsed if _PARSED_FROM[name] == key]:
+                del parsed[name]
 
     def count(self, name: str) -> int:
         key = header_key(name)
@@ -236,8 +266,13 @@ class Headers:
         return f"Headers({[(n, v) for _, n, v in self._fields]!r})"
 
 
+_T = TypeVar("_T")
+
+
 class _HeaderAccess:
-    """Parsed views of the header fields every message has; each access parses anew."""
+    """Parsed views of the header fields every message has, each parsed once: the value is kept on the
+    :class:`Headers` until a field of that name is added, set or removed. A field that does not parse
+    raises on every access."""
 
     __slots__ = ()
     headers: Headers
@@ -249,60 +284,75 @@ class _HeaderAccess:
             raise SipParseError(f"{'Missing' if not values else 'Multiple'} {canonical_name(name)}")
         return values[0]
 
+    def _cached(self, key: str, parse: Callable[[_HeaderAccess], _T]) -> _T:
+        headers = self.headers
+        cache = headers._parsed
+        if cache is None:
+            cache = headers._parsed = {}
+        elif key in cache:
+            return cast(_T, cache[key])
+        value = cache[key] = parse(self)
+        return value
+
     @property
     def call_id(self) -> str:
         """Call-ID (RFC 3261 section 20.8)."""
-        return parse_call_id(self._single("Call-ID"))
+        return self._cached("call_id", _parse_call_id)
 
     @property
     def cseq(self) -> CSeq:
         """CSeq (RFC 3261 section 20.16)."""
-        return CSeq.parse(self._single("CSeq"))
+        return self._cached("cseq", _parse_cseq)
 
     @property
     def from_(self) -> NameAddr:
         """From (RFC 3261 section 20.20)."""
-        return NameAddr.parse(self._single("From"))
+        return self._cached("from", _parse_from)
 
     @property
     def to(self) -> NameAddr:
         """To (RFC 3261 section 20.39)."""
-        return NameAddr.parse(self._single("To"))
+        return self._cached("to", _parse_to)
 
     @property
     def vias(self) -> list[Via]:
         """Every Via value, topmost first (RFC 3261 section 20.42)."""
-        vias = [via for value in self.headers.get_all("Via") for via in parse_vias(value)]
-        if not vias:
-            raise SipParseError("Missing Via")
-        return vias
+        return list(self._cached("vias", _parse_all_vias))
 
     @property
     def top_via(self) -> Via:
         """The topmost Via value, parsed without touching the others."""
+        cache = self.headers._parsed
+        if cache is not None and "vias" in cache:
+            return cast(tuple[Via, ...], cache["vias"])[0]
+        return self._cached("top_via", _parse_top_via)
+
+    def replace_top_via(self, via: Via) -> None:
+        """Put ``via`` in place of the topmost Via value, the others kept as they are (a server
+        transport stamping ``received``, RFC 3261 section 18.2.1). ``via`` stays parsed unless its
+        parameters would not pass the parser, which then refuses the field when it is read."""
         value = self.headers.get("Via")
         if value is None:
             raise SipParseError("Missing Via")
-        return Via.parse(split_header_values(value)[0])
+        items = split_header_values(value)
+        items[0] = str(via)
+        self.headers.replace_first("Via", ", ".join(items))
+        try:
+            via._check_params()
+        except SipParseError:
+            return
+        self.headers._parsed = {"top_via": via}
 
     @property
     def max_forwards(self) -> int | None:
         """Max-Forwards (RFC 3261 section 20.22), ``None`` when absent."""
-        return parse_max_forwards(self._single("Max-Forwards")) if "Max-Forwards" in self.headers else None
+        return self._cached("max_forwards", _parse_max_forwards)
 
     @property
     def contacts(self) -> list[NameAddr]:
         """Contact values (RFC 3261 section 20.10); empty when absent or for the ``*`` wildcard, which
         :attr:`contact_wildcard` tells apart."""
-        result: list[NameAddr] = []
-        for value in self.headers.get_all("Contact"):
-            parsed = parse_contact(value)
-            if isinstance(parsed, str):
-                if len(self.headers.get_all("Contact")) != 1:
-                    raise SipParseError("Wildcard Contact mixed with others")
-                return []
-            result += parsed
-        return result
+        return list(self._cached("contacts", _parse_contacts))
 
     @property
     def contact_wildcard(self) -> bool:
@@ -313,18 +363,104 @@ class _HeaderAccess:
     @property
     def routes(self) -> list[NameAddr]:
         """Route set from the Route fields (RFC 3261 section 20.34)."""
-        return [r for value in self.headers.get_all("Route") for r in parse_name_addr_list(value)]
+        return list(self._cached("routes", _parse_routes))
 
     @property
     def record_routes(self) -> list[NameAddr]:
         """Record-Route values (RFC 3261 section 20.30)."""
-        return [r for value in self.headers.get_all("Record-Route") for r in parse_name_addr_list(value)]
+        return list(self._cached("record_routes", _parse_record_routes))
 
     @property
     def content_type(self) -> str | None:
         """Lower-case ``type/subtype`` of the Content-Type field (RFC 3261 section 20.15)."""
-        value = self.headers.get("Content-Type")
-        return None if value is None else parse_media_type(value)
+        return self._cached("content_type", _parse_content_type)
+
+
+# The lookup key of the fields each _HeaderAccess value is parsed from.
+_PARSED_FROM = {
+    "call_id": "call-id",
+    "cseq": "cseq",
+    "from": "from",
+    "to": "to",
+    "vias": "via",
+    "top_via": "via",
+    "max_forwards": "max-forwards",
+    "contacts": "contact",
+    "routes": "route",
+    "record_routes": "record-route",
+    "content_type": "content-type",
+}
+
+# The parsers behind _HeaderAccess; module functions, so a cached access allocates nothing.
+
+
+def _parse_call_id(message: _HeaderAccess) -> str:
+    return parse_call_id(message._single("Call-ID"))
+
+
+def _parse_cseq(message: _HeaderAccess) -> CSeq:
+    return CSeq.parse(message._single("CSeq"))
+
+
+def _parse_from(message: _HeaderAccess) -> NameAddr:
+    return NameAddr.parse(message._single("From"))
+
+
+def _parse_to(message: _HeaderAccess) -> NameAddr:
+    return NameAddr.parse(message._single("To"))
+
+
+def _parse_all_vias(message: _HeaderAccess) -> tuple[Via, ...]:
+    values = message.headers.get_all("Via")
+    if not values:
+        raise SipParseError("Missing Via")
+    cache = message.headers._parsed
+    top = cache.get("top_via") if cache is not None else None
+    if isinstance(top, Via):
+        # The top value was parsed already (transaction matching does that first): parse the rest.
+        first = [top, *(Via.parse(item) for item in split_header_values(values[0])[1:])]
+        return (*first, *(via for value in values[1:] for via in parse_vias(value)))
+    return tuple(via for value in values for via in parse_vias(value))
+
+
+def _parse_top_via(message: _HeaderAccess) -> Via:
+    value = message.headers.get("Via")
+    if value is None:
+        raise SipParseError("Missing Via")
+    return Via.parse(split_header_values(value)[0])
+
+
+def _parse_max_forwards(message: _HeaderAccess) -> int | None:
+    if "Max-Forwards" not in message.headers:
+        return None
+    return parse_max_forwards(message._single("Max-Forwards"))
+
+
+def _parse_contacts(message: _HeaderAccess) -> tuple[NameAddr, ...]:
+    values = message.headers.get_all("Contact")
+    result: list[NameAddr] = []
+    for value in values:
+        parsed = parse_contact(value)
+        if isinstance(parsed, str):
+            if len(values) != 1:
+                raise SipParseError("Wildcard Contact mixed with others")
+            return ()
+        result += parsed
+    return tuple(result)
+
+
+def _parse_routes(message: _HeaderAccess) -> tuple[NameAddr, ...]:
+    return tuple(r for value in message.headers.get_all("Route") for r in parse_name_addr_list(value))
+
+
+def _parse_record_routes(message: _HeaderAccess) -> tuple[NameAddr, ...]:
+    values = message.headers.get_all("Record-Route")
+    return tuple(r for value in values for r in parse_name_addr_list(value))
+
+
+def _parse_content_type(message: _HeaderAccess) -> str | None:
+    value = message.headers.get("Content-Type")
+    return None if value is None else parse_media_type(value)
 
 
 @dataclass(slots=True)
@@ -713,9 +849,6 @@ def validate_request(
         return STATUS_BAD_REQUEST, exc.reason
 
 
-_T = TypeVar("_T")
-
-
 def _read(name: str, parse: Callable[[], _T]) -> _T:
     """Run a field accessor, naming the field in the error."""
     try:
@@ -820,27 +953,45 @@ def make_response(
     Timestamp for a 100 (RFC 3261 sections 8.2.6.1 and 8.2.6.2).
 
     ``to_tag`` is added to To unless the request's To already has a tag. Field values are copied as
-    received, so this also works on the ``partial`` of a :class:`SipParseError`.
+    received, so this also works on the ``partial`` of a :class:`SipParseError`. What the request had
+    parsed of the copied fields is handed on, so the response does not parse them again.
     """
     if not 100 <= status <= 699:
         raise ValueError(f"status {status} out of range")
-    headers = Headers()
+    fields: list[tuple[str, str, str]] = []
+    parsed = request.headers._parsed
+    to = parsed.get("to") if parsed else None
+    tagged = False
     for key, name, value in request.headers._fields:
         if key in ("via", "from", "call-id", "cseq") or (key == "timestamp" and status == STATUS_TRYING):
-            headers._fields.append((key, name, value))
+            fields.append((key, name, value))
         elif key == "to":
-            headers._fields.append((key, name, _with_to_tag(value, to_tag)))
+            new_value = _with_to_tag(value, to_tag, to if isinstance(to, NameAddr) else None)
+            tagged = tagged or new_value != value
+            fields.append((key, name, new_value))
+    headers = Headers._trusted(fields)
+    if parsed:
+        headers._parsed = {key: parsed[key] for key in _COPIED_PARSED if key in parsed}
+        if isinstance(to, NameAddr):
+            # One To field (else it would not have parsed); a trailing ;tag is a field param.
+            headers._parsed["to"] = to.with_params(tag=to_tag) if tagged else to
     return SipResponse(status, REASON_PHRASES.get(status, "") if reason is None else reason, headers)
 
 
-def _with_to_tag(value: str, tag: str | None) -> str:
+# Accessors of the fields make_response copies unchanged.
+_COPIED_PARSED = ("vias", "top_via", "from", "call_id", "cseq")
+
+
+def _with_to_tag(value: str, tag: str | None, parsed: NameAddr | None = None) -> str:
+    """``value`` with ``;tag=`` appended unless it has a tag; ``parsed`` is ``value`` already parsed."""
     if tag is None:
         return value
     if TOKEN.fullmatch(tag) is None:
         raise ValueError(f"bad tag {tag!r}")
-    try:
-        to = NameAddr.parse(value)
-    except SipParseError:
-        return value
+    if parsed is None:
+        try:
+            parsed = NameAddr.parse(value)
+        except SipParseError:
+            return value
     # Appending keeps the field as the client wrote it; in either form a trailing ;tag is a field param.
-    return value if to.tag is not None else f"{value};tag={tag}"
+    return value if parsed.tag is not None else f"{value};tag={tag}"

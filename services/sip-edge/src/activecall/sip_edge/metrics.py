@@ -13,7 +13,7 @@ import functools
 
 from prometheus_client import Counter, Gauge, Histogram
 
-from activecall.metrics import LATENCY_BUCKETS
+from activecall.metrics import BUS_PUBLISHED, LATENCY_BUCKETS
 
 KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY")
@@ -89,3 +89,39 @@ def _request_child(method: str, direction: str) -> Counter:
 @functools.cache
 def _response_child(status: int, direction: str) -> Counter:
     return RESPONSES.labels(str(status), direction)
+
+
+def leg_request_histogram(message_type: str) -> Histogram:
+    return _leg_request_child(message_type)
+
+
+@functools.cache
+def _leg_request_child(message_type: str) -> Histogram:
+    return LEG_REQUEST.labels(message_type)
+
+
+@functools.cache
+def calls_counter(direction: str, result: str) -> Counter:
+    """``activecall_calls_total`` of a direction and result (both from small fixed sets)."""
+    return CALLS.labels(direction, result)
+
+
+@functools.cache
+def calls_active_gauge(direction: str) -> Gauge:
+    return CALLS_ACTIVE.labels(direction)
+
+
+@functools.cache
+def call_setup_histogram(direction: str) -> Histogram:
+    return CALL_SETUP.labels(direction)
+
+
+@functools.cache
+def bus_published_counter(message_type: str) -> Counter:
+    """The shared ``activecall_bus_published_total`` child of one message type."""
+    return BUS_PUBLISHED.labels(message_type)
+
+
+@functools.cache
+def handler_decision_counter(handler: str, outcome: str) -> Counter:
+    return HANDLER_DECISIONS.labels(handler, outcome)

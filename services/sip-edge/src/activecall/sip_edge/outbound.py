@@ -50,6 +50,7 @@ class Outbound:
             variables = dict(message.variables)
             call = Call(self.edge, call_id, "outbound", message.caller, message.callee, "", variables)
             self.edge.track(call)
+            await self._adopt(call, message)
             await call.create_record(CallState.DIALING)
             await call.finish(exc.reason, "edge", exc.status, exc.state)
             return call
@@ -58,6 +59,7 @@ class Outbound:
         call.playbook = message.playbook
         self.edge.track(call)
         try:
+            await self._adopt(call, message)
             await call.create_record(CallState.DIALING)
             await self._dial(call, message, uri, from_, to)
         except SetupFailed as exc:
@@ -66,6 +68,12 @@ class Outbound:
             log.exception("outbound call failed", extra={"call_id": call.call_id})
             await call.finish("internal error", "edge", 500, CallState.FAILED)
         return call
+
+    @staticmethod
+    async def _adopt(call: Call, message: Originate) -> None:
+        """A call the api queued (it names the call) goes on from the api's ``queued`` record."""
+        if message.call_id:
+            await call.adopt_queued_record()
 
     async def _dial(self, call: Call, message: Originate, uri: SipUri, from_: NameAddr, to: NameAddr) -> None:
         if not await self.edge.admit():

@@ -916,8 +916,9 @@ def _accept_stream(
             raise NegotiationError(WARN_INCOMPATIBLE_TRANSPORT, f"unsupported transport {media.proto}", agent)
         connection = _remote_connection(offer, media, policy.local_address, agent)
         remote_crypto = _offered_crypto(media, policy.srtp, agent)
-        codec = _choose_codec(media, policy.codecs, agent)
-        offered_te = _telephone_event(media, codec.clock_rate) if policy.telephone_event else None
+        rtpmaps = media.rtpmaps()
+        codec = _choose_codec(rtpmaps, policy.codecs, agent)
+        offered_te = _telephone_event(rtpmaps, codec.clock_rate) if policy.telephone_event else None
         ptime = offer.media_ptime(media) or DEFAULT_PTIME
         rtcp_port = _rtcp_port(media)
     except SdpParseError as exc:
@@ -931,7 +932,7 @@ def _accept_stream(
     stream = MediaDescription("audio", policy.local_port, media.proto, [])
     _add_format(stream, codec)
     if offered_te is not None and policy.telephone_event is not None:
-        _add_format(stream, replace(policy.telephone_event, payload_type=offered_te))
+        _add_format(stream, _with_payload_type(policy.telephone_event, offered_te))
     stream.attributes += [Attribute("ptime", str(policy.ptime)), Attribute("maxptime", str(policy.ptime))]
     if media.rtcp_mux:
         stream.attributes.append(Attribute("rtcp-mux"))
@@ -994,17 +995,26 @@ def _parsable_crypto(media: MediaDescription) -> list[CryptoAttribute]:
     return lines
 
 
-def _choose_codec(media: MediaDescription, ours: Sequence[Codec], agent: str) -> Codec:
-    for rtpmap in media.rtpmaps():
+def _choose_codec(rtpmaps: list[RtpMap], ours: Sequence[Codec], agent: str) -> Codec:
+    """The first of the offered formats (``rtpmaps`` of the m= line, in order) that we support."""
+    for rtpmap in rtpmaps:
         for codec in ours:
             if codec.name.casefold() != TELEPHONE_EVENT and codec.matches(rtpmap):
-                return replace(codec, payload_type=rtpmap.payload_type)
+                return _with_payload_type(codec, rtpmap.payload_type)
     raise NegotiationError(WARN_INCOMPATIBLE_MEDIA_FORMAT, "no common codec", agent)
 
 
-def _telephone_event(media: MediaDescription, clock_rate: int) -> int | None:
+def _with_payload_type(codec: Codec, payload_type: int) -> Codec:
+    """``codec`` under another payload type; on the call path, where ``dataclasses.replace`` costs more
+    than the rest of the choice."""
+    if codec.payload_type == payload_type:
+        return codec
+    return Codec(codec.name, codec.clock_rate, payload_type, codec.channels, codec.fmtp)
+
+
+def _telephone_event(rtpmaps: list[RtpMap], clock_rate: int) -> int | None:
     """RFC 4733 section 2.1: the events share the audio codec's clock rate."""
-    for rtpmap in media.rtpmaps():
+    for rtpmap in rtpmaps:
         if rtpmap.encoding.casefold() == TELEPHONE_EVENT and rtpmap.clock_rate == clock_rate:
             return rtpmap.payload_type
     return None
@@ -1035,7 +1045,8 @@ def _read_answer(offer: SessionDescription, answer: SessionDescription, index: i
     try:
         connection = _remote_connection(answer, theirs, offer.origin.address, agent)
         codec = _answered_codec(ours, theirs, agent)
-        te = _telephone_event(theirs, codec.clock_rate) if _telephone_event(ours, codec.clock_rate) else None
+        offered_te = _telephone_event(ours.rtpmaps(), codec.clock_rate)
+        te = _telephone_event(theirs.rtpmaps(), codec.clock_rate) if offered_te else None
         local_crypto, remote_crypto = _answered_crypto(ours, theirs, agent)
         ptime = answer.media_ptime(theirs) or DEFAULT_PTIME
         rtcp_port = _rtcp_port(theirs)

@@ -26,12 +26,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from activecall.sip_edge import metrics
-from activecall.sip_edge.headers import Via, header_key, split_header_values
 from activecall.sip_edge.message import (
     KEEPALIVE_PONG,
     MAX_DATAGRAM_SIZE,
     MAX_STREAM_MESSAGE_SIZE,
-    Headers,
     KeepAlive,
     SipParseError,
     SipRequest,
@@ -182,19 +180,10 @@ def guess_local_ip() -> str:
 def stamp_via(request: SipRequest, host: str, port: int) -> None:
     """Add ``received`` (and the ``rport`` value the client asked for) to the top Via of an incoming
     request (RFC 3261 section 18.2.1, RFC 3581 section 4)."""
-    fields = list(request.headers)
-    for index, (name, value) in enumerate(fields):
-        if header_key(name) != "via":
-            continue
-        items = split_header_values(value)
-        via = Via.parse(items[0])
-        if via.host == host and not via.rport_requested:
-            return
-        items[0] = str(via.with_received(host, port))
-        fields[index] = (name, ", ".join(items))
-        request.headers = Headers(fields)
+    via = request.top_via
+    if via.host == host and not via.rport_requested:
         return
-    raise SipParseError("Missing Via")
+    request.replace_top_via(via.with_received(host, port))
 
 
 def response_target(response: SipResponse, flow: Flow) -> Target:

@@ -174,7 +174,7 @@ def _format_params(params: Mapping[str, str | None]) -> str:
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params.items())
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class SipUri:
     """A ``sip:``, ``sips:`` (RFC 3261 section 19.1) or ``tel:`` (RFC 3966) URI.
 
@@ -279,7 +279,7 @@ class SipUri:
         return replace(self, params=merged, headers=dict(self.headers))
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class OpaqueUri:
     """An absoluteURI of a scheme this layer does not interpret (RFC 3261 section 25.1), e.g. ``http:``
     in a From header field; kept as written."""
@@ -403,7 +403,7 @@ def _parse_display_tokens(text: str) -> str | None:
     return " ".join(words) if words else None
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, frozen=True)
 class NameAddr:
     """``[display-name] <URI> *(;param)`` or the bare addr-spec form, as in From, To, Contact, Route and
     Refer-To (RFC 3261 section 20.10 and 25.1).
