@@ -146,7 +146,7 @@ class G711Codec:
 
     def decode_pcm16(self, codes: bytes) -> bytes:
         """Decode to PCM16 bytes in native order, the form VAD and the bus take."""
-        pcm: bytes = self.decode_table.take(np.frombuffer(codes, dtype=_UINT8)).tobytes()
+        pcm: bytes = self.decode(codes).tobytes()
         return pcm
 
     def decode_many(self, payloads: list[bytes]) -> list[bytes]:

@@ -1,11 +1,11 @@
 """One RTP leg: its sockets, SRTP, symmetric latching, the caller's audio in and the agent's out.
 
 Datagrams arrive through :class:`RtpProtocol` and go straight into the jitter buffer; all other work
-runs on the worker's pacing ticks: ``tick_tx`` sends one packet (agent audio, DTMF, or silence),
-``tick_rx`` plays the jitter buffer out into frames (decode, VAD, barge-in, ``audio:in``), and
-``tick_slow`` (a few times a second) sends RTCP and notices an RTP timeout. The worker splits
-``tick_rx`` into ``due_slots``, one ``decode_slots`` for all its legs, and ``play_slots``: G.711 then
-costs one table lookup per tick instead of a few numpy calls per frame.
+runs on the worker's pacing ticks: ``tick_tx`` sends one packet (agent audio, DTMF, or silence);
+``due_slots``, then one ``decode_slots`` for all the worker's legs, then ``play_slots`` play the
+jitter buffer out into frames (decode, VAD, barge-in, ``audio:in``), so G.711 costs one table lookup
+per tick instead of a few numpy calls per frame; ``tick_slow`` (a few times a second) sends RTCP and
+notices an RTP timeout.
 
 The RTP clock runs with the ticks whatever is sent, so SSRC, sequence number and timestamp stay
 continuous across turns, DTMF and silence (RFC 3550 section 5.1).
@@ -446,12 +446,6 @@ class Leg:
 
     # ------------------------------------------------------------------ caller audio (per tick)
 
-    def tick_rx(self, now: float) -> None:
-        """Play the jitter buffer out: one frame per due slot, each decoded, classified and published."""
-        slots = self.due_slots(now)
-        decode_slots([(self, slots)])
-        self.play_slots(now, slots)
-
     def due_slots(self, now: float) -> list[Slot]:
         """The jitter buffer's slots due by ``now`` (a packet or a concealment each), at most
         MAX_FRAMES_PER_TICK; the worker decodes the audio of all its legs' slots in one go."""
@@ -501,20 +495,17 @@ class Leg:
 
     def _publish_frame(self, pcm: bytes) -> None:
         batch = self._batch
-        if not batch and self.settings.frames_per_message == 1:
-            first = self._frames_out
-            self._frames_out = first + 1
-            self.sink.frame(self.call_id, pcm, CLOCK_RATE, first, first * FRAME_MS)
-            return
-        batch.append(pcm)
+        frames = 1
         per_message = self.settings.frames_per_message
-        if len(batch) < per_message:
-            return
+        if batch or per_message > 1:
+            batch.append(pcm)
+            if len(batch) < per_message:
+                return
+            pcm, frames = b"".join(batch), len(batch)
+            batch.clear()
         first = self._frames_out
-        self._frames_out += len(batch)
-        data = batch[0] if len(batch) == 1 else b"".join(batch)
-        batch.clear()
-        self.sink.frame(self.call_id, data, CLOCK_RATE, first, first * FRAME_MS)
+        self._frames_out = first + frames
+        self.sink.frame(self.call_id, pcm, CLOCK_RATE, first, first * FRAME_MS)
 
     # ------------------------------------------------------------------ housekeeping (a few times a second)
 

@@ -149,11 +149,7 @@ class BusWriter:
         if audio is None or audio.sample_rate != sample_rate:
             audio = AudioCommand(self.bus.keys.audio_in(call_id), self._audio_maxlen, call_id, sample_rate)
             self._audio[call_id] = audio
-        items = self._items
-        items.append((audio.pack(pcm, seq, at_ms, time.time()), AudioFrame.TYPE))
-        if len(items) > self.max_pending:
-            items.popleft()
-            STATS.bus_dropped += 1
+        self._enqueue(audio.pack(pcm, seq, at_ms, time.time()), AudioFrame.TYPE)
         STATS.frames_published += 1
 
     def forget(self, call_id: str) -> None:
@@ -162,7 +158,9 @@ class BusWriter:
 
     def _add(self, stream: str, data: bytes, maxlen: bytes, type_name: str) -> None:
         args = (_XADD, stream, _MAXLEN, _APPROX, maxlen, _AUTO_ID, FIELD, data)
-        command = hiredis.pack_command(args)  # type: ignore[arg-type]  # the stub types a 1-tuple
+        self._enqueue(hiredis.pack_command(args), type_name)  # type: ignore[arg-type]  # the stub types a 1-tuple
+
+    def _enqueue(self, command: bytes, type_name: str) -> None:
         self._items.append((command, type_name))
         if len(self._items) > self.max_pending:
             self._items.popleft()

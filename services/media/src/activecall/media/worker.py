@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Final
 
-import hiredis
 import numpy as np
 
 from activecall.bus import REDIS_DOWN, Backoff, Bus, Entry, as_str
@@ -51,20 +50,7 @@ SLOW_TICK_EVERY: Final = 10  # housekeeping every 200 ms
 READ_BLOCK_MS: Final = 250  # also how long a stop may wait for the read in flight
 READ_COUNT: Final = 200
 SDES_SUITE: Final = "AES_CM_128_HMAC_SHA1_80"
-_XREAD_HEAD: Final = (
-    b"XREAD",
-    b"COUNT",
-    str(READ_COUNT).encode(),
-    b"BLOCK",
-    str(READ_BLOCK_MS).encode(),
-    b"STREAMS",
-)
 _WILDCARDS: Final = ("", "0.0.0.0", "::")
-
-
-def _field_map(fields: list[bytes] | None) -> dict[bytes, bytes] | None:
-    """An entry's [field, value, ...] as the dict ``Bus.decode_entries`` takes (None: deleted)."""
-    return None if fields is None else dict(zip(fields[::2], fields[1::2], strict=True))
 
 
 def advertised_address(config: Config) -> str:
@@ -236,7 +222,7 @@ class MediaWorker:
 
     async def _read_once(self) -> None:
         streams = {self.control_key: self.control_id, **self.audio_cursor}
-        entries = await self._xread(streams)
+        entries = await self.bus.read(streams, count=READ_COUNT, block_ms=READ_BLOCK_MS)
         for entry in entries:
             if entry.stream == self.control_key:
                 self.control_id = entry.id
@@ -244,30 +230,6 @@ class MediaWorker:
         for entry in entries:
             if entry.stream != self.control_key:
                 self._on_audio(entry)
-
-    async def _xread(self, streams: dict[str, str]) -> list[Entry]:
-        """``bus.read`` with the command packed by hiredis: redis-py packs each of the 2 x (calls + 1)
-        arguments in Python, which at a few hundred calls cost more than the entries read."""
-        names = [name.encode() for name in streams]
-        ids = [entry_id.encode() for entry_id in streams.values()]
-        command = hiredis.pack_command((*_XREAD_HEAD, *names, *ids))  # type: ignore[arg-type]
-        pool = self.bus.redis.connection_pool
-        connection = await pool.get_connection()  # type: ignore[no-untyped-call]
-        try:
-            await connection.send_packed_command(command, check_health=False)
-            reply = await connection.read_response()
-        except BaseException:
-            await connection.disconnect()  # a read cut short leaves its reply on the connection
-            raise
-        finally:
-            await pool.release(connection)
-        entries: list[Entry] = []
-        if not reply:
-            return entries
-        for stream, items in reply.items() if isinstance(reply, dict) else reply:  # RESP3 or RESP2
-            pairs = [(entry_id, _field_map(fields)) for entry_id, fields in items]
-            entries.extend(self.bus.decode_entries(as_str(stream), pairs))
-        return entries
 
     def _on_audio(self, entry: Entry) -> None:
         if entry.stream not in self.audio_cursor:

@@ -26,6 +26,7 @@ from activecall.messages import (
     SessionStart,
     TransferRequested,
 )
+from activecall.metrics import BUS_PUBLISHED
 from activecall.sip_edge import metrics
 from activecall.sip_edge.legs import Leg, LegError
 from activecall.sip_edge.message import SipRequest
@@ -166,7 +167,7 @@ class Call(SessionListener):
         await self.edge.bus.execute(commands)
 
     def _xadd(self, stream: str, message: Message, capped: bool = True) -> Command:
-        metrics.bus_published_counter(message.TYPE).inc()
+        metrics.child(BUS_PUBLISHED, message.TYPE).inc()
         return xadd_command(stream, message, self.edge.bus.settings.events_maxlen if capped else None)
 
     async def set_state(self, state: CallState, reason: str = "") -> None:
@@ -209,7 +210,7 @@ class Call(SessionListener):
         commands.append(hset_command(keys.call(self.call_id), fields))
         results = await self.edge.bus.execute(commands)
         self.events_cursor = as_str(results[1])
-        metrics.call_setup_histogram(self.direction).observe(time.monotonic() - self.started)
+        metrics.child(metrics.CALL_SETUP, self.direction).observe(time.monotonic() - self.started)
 
     def _session_start(self, role: str, variables: dict[str, str]) -> SessionStart:
         return SessionStart(
@@ -254,7 +255,7 @@ class Call(SessionListener):
         except Exception:
             log.exception("could not record the end of a call", extra={"call_id": self.call_id})
         finally:
-            metrics.calls_counter(self.direction, result).inc()
+            metrics.child(metrics.CALLS, self.direction, result).inc()
             self.edge.forget(self)
             self.ended.set()
             log.info(

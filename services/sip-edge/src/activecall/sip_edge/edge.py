@@ -143,7 +143,6 @@ class Edge:
             task.cancel()
         if isinstance(self.handler, WebhookHandler):
             await self.handler.close()
-        await self.legs.close()
 
     @staticmethod
     async def _stop_task(task: asyncio.Task[None] | None) -> None:
@@ -167,14 +166,14 @@ class Edge:
     def forget(self, call: Call) -> None:
         if self.calls.get(call.call_id) is call:
             del self.calls[call.call_id]
-            metrics.calls_active_gauge(call.direction).dec()
+            metrics.child(metrics.CALLS_ACTIVE, call.direction).dec()
             if not self.calls:
                 self._idle.set()
 
     def track(self, call: Call) -> None:
         self.calls[call.call_id] = call
         self._idle.clear()
-        metrics.calls_active_gauge(call.direction).inc()
+        metrics.child(metrics.CALLS_ACTIVE, call.direction).inc()
 
     async def admit(self) -> bool:
         if self.draining or len(self.calls) >= self.options.max_calls:

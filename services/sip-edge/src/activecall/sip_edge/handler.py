@@ -91,9 +91,9 @@ class PlaybookHandler:
             if (caller is None or caller.search(call.caller)) and (
                 callee is None or callee.search(call.callee)
             ):
-                metrics.handler_decision_counter("playbook", "rule").inc()
+                metrics.child(metrics.HANDLER_DECISIONS, "playbook", "rule").inc()
                 return Decision(playbook=rule.playbook, source="rule")
-        metrics.handler_decision_counter("playbook", "default").inc()
+        metrics.child(metrics.HANDLER_DECISIONS, "playbook", "default").inc()
         return Decision(playbook=self.default, source="default")
 
 
@@ -139,9 +139,10 @@ class WebhookHandler:
             log.warning(
                 "webhook failed; using the fallback", extra={"call_id": call.call_id, "error": str(exc)}
             )
-            metrics.handler_decision_counter("webhook", "fallback").inc()
+            metrics.child(metrics.HANDLER_DECISIONS, "webhook", "fallback").inc()
             return self._fallback()
-        metrics.handler_decision_counter("webhook", "rejected" if decision.reject_code else "accepted").inc()
+        outcome = "rejected" if decision.reject_code else "accepted"
+        metrics.child(metrics.HANDLER_DECISIONS, "webhook", outcome).inc()
         return decision
 
     async def _ask(self, call: CallInfo) -> Any:

@@ -68,12 +68,12 @@ class Inbound:
         """Admit, decide, open the leg, answer (or refuse) one INVITE."""
         if not self.edge.acl.permits(incoming.flow.remote[0]):
             metrics.ACL_REJECTIONS.inc()
-            metrics.calls_counter("inbound", "forbidden").inc()
+            metrics.child(metrics.CALLS, "inbound", "forbidden").inc()
             incoming.reject(403)
             return
         if not await self.edge.admit():
             metrics.CAPACITY_REJECTIONS.inc()
-            metrics.calls_counter("inbound", "unavailable").inc()
+            metrics.child(metrics.CALLS, "inbound", "unavailable").inc()
             incoming.reject(503, headers=[("Retry-After", str(self.edge.options.retry_after))])
             return
         incoming.trying()

@@ -5,27 +5,20 @@ does not answer); the worker replies with its RTP address, port and, for SRTP, i
 of the 30-byte master key and salt, as in ``a=crypto inline:``). After offer/answer the leg learns
 the peer's address, codec, telephone-event type, direction and key.
 
-Each request is an XADD and a blocking BLPOP for its reply, so it needs a connection to itself; the
-client keeps its own idle connections rather than borrow from redis-py's pool, whose lock, health
-check and per-read timeout cost more than the round trip.
+Each request is an XADD and a blocking BLPOP for its reply, so it runs on a connection of its own
+(``Bus.execute_alone``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import logging
 import secrets
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
 
-from redis.asyncio.connection import AbstractConnection, ConnectionPool
-from redis.exceptions import ConnectionError as RedisConnectionError
-
-from activecall.bus import REDIS_DOWN, Bus, BusTimeout, Command, first_error, pack_commands, xadd_command
+from activecall.bus import REDIS_DOWN, Bus, BusTimeout, xadd_command
 from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Message, decode
 from activecall.sip_edge import metrics
 from activecall.sip_edge.admission import MediaPool
@@ -34,8 +27,6 @@ from activecall.sip_edge.sdp import SUITE_AES_CM_128_HMAC_SHA1_80, Answer, Crypt
 log = logging.getLogger("activecall.sip_edge.legs")
 
 OPEN_ATTEMPTS = 2
-# Idle connections kept for leg requests; more are opened while more requests are in flight.
-MAX_IDLE_CONNECTIONS = 16
 
 
 class LegError(Exception):
@@ -61,63 +52,6 @@ class Leg:
         return CryptoAttribute(tag, suite or self.crypto_suite or SUITE_AES_CM_128_HMAC_SHA1_80, key_salt)
 
 
-class RequestConnections:
-    """Redis connections for command batches that end with a blocking command, one batch at a time
-    on each: one write, the replies read straight from the parser, the connection kept for the next
-    batch unless the batch failed or was cancelled (its replies could still be on the way)."""
-
-    def __init__(self, pool: ConnectionPool, max_idle: int = MAX_IDLE_CONNECTIONS) -> None:
-        self._pool = pool
-        self._max_idle = max_idle
-        self._idle: list[AbstractConnection] = []
-        self._closing: set[asyncio.Task[None]] = set()
-
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """Send ``commands`` and return their replies; an error reply is raised once all are read."""
-        connection = self._take() or await self._connect()
-        reusable = False
-        try:
-            writer = connection._writer
-            if writer is None:
-                raise RedisConnectionError("the connection to Redis was lost")
-            writer.write(pack_commands(commands))
-            parser: Any = connection._parser
-            replies = [await parser.read_response() for _ in commands]
-            reusable = True
-        finally:
-            if reusable and len(self._idle) < self._max_idle:
-                self._idle.append(connection)
-            else:
-                self._drop(connection)
-        return first_error(replies)
-
-    def _take(self) -> AbstractConnection | None:
-        while self._idle:
-            connection = self._idle.pop()
-            reader, writer = connection._reader, connection._writer
-            if reader is not None and writer is not None and not reader.at_eof() and not writer.is_closing():
-                return connection
-            self._drop(connection)  # closed by the server while idle
-        return None
-
-    async def _connect(self) -> AbstractConnection:
-        connection: AbstractConnection = self._pool.make_connection()  # type: ignore[no-untyped-call]
-        await connection.connect()  # type: ignore[no-untyped-call]
-        return connection
-
-    def _drop(self, connection: AbstractConnection) -> None:
-        closing = asyncio.get_running_loop().create_task(connection.disconnect(nowait=True))
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
-
-    async def close(self) -> None:
-        idle, self._idle = self._idle, []
-        for connection in idle:
-            self._drop(connection)
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
-
-
 class LegClient:
     """Leg requests of one edge."""
 
@@ -125,10 +59,6 @@ class LegClient:
         self.bus = bus
         self.pool = pool
         self.timeout = timeout
-        self.connections = RequestConnections(bus.redis.connection_pool)
-
-    async def close(self) -> None:
-        await self.connections.close()
 
     async def _request(self, worker: str, message: Message) -> Message:
         """The bus's request/reply, with the XADD and the blocking BLPOP sent in one write: Redis runs
@@ -143,9 +73,9 @@ class LegClient:
             ("BLPOP", reply_key, wait),
         ]
         try:
-            _, popped = await self.connections.execute(commands)
+            _, popped = await bus.execute_alone(commands)
         finally:
-            metrics.leg_request_histogram(message.TYPE).observe(time.perf_counter() - started)
+            metrics.child(metrics.LEG_REQUEST, message.TYPE).observe(time.perf_counter() - started)
         if popped is None:
             raise BusTimeout(f"no reply to {message.TYPE} from {worker} within {wait:.1f} s")
         return decode(popped[1])

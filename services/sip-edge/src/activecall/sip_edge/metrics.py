@@ -10,10 +10,14 @@ results, transports and the configured registration names; never call ids or num
 from __future__ import annotations
 
 import functools
+from typing import Any, TypeVar
 
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
-from activecall.metrics import BUS_PUBLISHED, LATENCY_BUCKETS
+from activecall.metrics import LATENCY_BUCKETS
+
+_M = TypeVar("_M", Counter, Gauge, Histogram)
 
 KNOWN_METHODS = frozenset(
     ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY")
@@ -73,55 +77,20 @@ def method_label(method: str) -> str:
 # Label lookups cost more than the increments; the children are cached per (bounded) label value.
 
 
+def child(metric: _M, *values: str) -> _M:
+    """``metric.labels(*values)``, looked up once per label set."""
+    found: _M = _child(metric, values)
+    return found
+
+
+@functools.cache
+def _child(metric: MetricWrapperBase, values: tuple[str, ...]) -> Any:
+    return metric.labels(*values)
+
+
 def request_counter(method: str, direction: str) -> Counter:
-    return _request_child(method_label(method), direction)
+    return child(REQUESTS, method_label(method), direction)
 
 
 def response_counter(status: int, direction: str) -> Counter:
-    return _response_child(status, direction)
-
-
-@functools.cache
-def _request_child(method: str, direction: str) -> Counter:
-    return REQUESTS.labels(method, direction)
-
-
-@functools.cache
-def _response_child(status: int, direction: str) -> Counter:
-    return RESPONSES.labels(str(status), direction)
-
-
-def leg_request_histogram(message_type: str) -> Histogram:
-    return _leg_request_child(message_type)
-
-
-@functools.cache
-def _leg_request_child(message_type: str) -> Histogram:
-    return LEG_REQUEST.labels(message_type)
-
-
-@functools.cache
-def calls_counter(direction: str, result: str) -> Counter:
-    """``activecall_calls_total`` of a direction and result (both from small fixed sets)."""
-    return CALLS.labels(direction, result)
-
-
-@functools.cache
-def calls_active_gauge(direction: str) -> Gauge:
-    return CALLS_ACTIVE.labels(direction)
-
-
-@functools.cache
-def call_setup_histogram(direction: str) -> Histogram:
-    return CALL_SETUP.labels(direction)
-
-
-@functools.cache
-def bus_published_counter(message_type: str) -> Counter:
-    """The shared ``activecall_bus_published_total`` child of one message type."""
-    return BUS_PUBLISHED.labels(message_type)
-
-
-@functools.cache
-def handler_decision_counter(handler: str, outcome: str) -> Counter:
-    return HANDLER_DECISIONS.labels(handler, outcome)
+    return child(RESPONSES, str(status), direction)

@@ -1,5 +1,5 @@
-"""The connections leg requests use: one batch at a time on each, kept for the next batch only when every
-reply of the last one was read."""
+"""The connections of blocking requests (a leg request's XADD and BLPOP): one batch at a time on each,
+kept for the next batch only when every reply of the last one was read."""
 
 from __future__ import annotations
 
@@ -9,8 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from redis.exceptions import ResponseError
 
-from activecall.bus import Bus
-from activecall.sip_edge.legs import RequestConnections
+from activecall.bus import Bus, RequestConnections
 
 
 @pytest.fixture
