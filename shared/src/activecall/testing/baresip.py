@@ -64,7 +64,10 @@ def _netstring(payload: bytes) -> bytes:
 
 @dataclass
 class BaresipPhone:
-    """One baresip process. ``start()``, then ``dial``/``hangup``/``send_digits``, then ``stop()``."""
+    """One baresip process. ``start()``, then ``dial``/``hangup``/``send_digits``, then ``stop()``.
+
+    ``sip_trace`` writes every SIP message baresip sends and receives to its log (``-s``).
+    """
 
     folder: Path
     audio_source: Path | None = None
@@ -72,6 +75,7 @@ class BaresipPhone:
     mediaenc: str = "srtp-mand"
     auto_answer: bool = False
     certificate: Path | None = None
+    sip_trace: bool = False
     sip_port: int = field(default_factory=lambda: free_port_pair())
     ctrl_port: int = field(default_factory=free_port)
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -158,8 +162,9 @@ class BaresipPhone:
             raise BaresipError("baresip is not installed; run `make setup`")
         self.write_config()
         log = (self.folder / "baresip.log").open("wb")
+        command = [binary, "-f", str(self.folder)] + (["-s"] if self.sip_trace else [])
         self.process = subprocess.Popen(
-            [binary, "-f", str(self.folder)], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
         )
         deadline = time.monotonic() + timeout
         while True:
