@@ -56,6 +56,7 @@ from activecall.media.srtp import (
 )
 from activecall.media.testing import voiced
 from activecall.messages import AudioChunk, LegClose, LegOpen, LegOpened, LegUpdate
+from activecall.service import settle_collector
 from activecall.testing.redis_server import RedisServer
 
 SO_TIMESTAMPNS = 35  # Linux; the ancillary message carries a struct timespec
@@ -105,7 +106,7 @@ async def serve_worker(args: argparse.Namespace) -> None:
         bus, config, args.worker_id, publish_audio=not args.no_bus, vad_factory=NoVad if args.no_vad else None
     )
     await worker.start()
-    gc.freeze()  # as MediaService does
+    settle_collector()  # as MediaService does
     helpers = []
     if args.diag:
         helpers.append(asyncio.create_task(diagnose(worker)))
@@ -192,6 +193,15 @@ async def diagnose(worker: object) -> None:
         if durations and gaps:
             run, gap = ms_quantiles(durations), ms_quantiles(gaps)
             gc_max = max((p for _, p in pauses), default=0) * 1e3
+            runs = []
+            for generation in (0, 1, 2):
+                times = [p for g, p in pauses if g == generation]
+                runs.append(f"gen{generation} {len(times)} max {max(times, default=0) * 1e3:.2f} ms")
+            print(
+                f"diag gc: {', '.join(runs)}; {len(gc.get_objects())} objects tracked",
+                file=sys.stderr,
+                flush=True,
+            )
             phase = " ".join(f"{k} {v * 1e3:.2f}" for k, v in phases.items())
             late = ms_quantiles(lateness)
             print(

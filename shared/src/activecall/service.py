@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -33,7 +34,21 @@ from activecall.sessions import SessionContext, SessionWorker
 log = logging.getLogger("activecall.service")
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# Allocations minus deallocations between young collections (CPython's default: 700), then young and
+# middle collections between the next older ones (CPython's defaults kept).
+GC_THRESHOLDS = (20_000, 10, 10)
 STATUS_FILE_ENV = "ACTIVECALL_STATUS_FILE"
+
+
+def settle_collector(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
+    """For a service whose start-up is done: what start-up built lives as long as the process, so it
+    leaves every later collection (``gc.freeze``), and the young generation is scanned less often, so
+    most of a request's or a packet's objects die before a scan. The objects of calls are freed by
+    reference counting or, for their cycles, by the young and middle collections. Measured: the sip
+    edge spent about 5% of its CPU in the collector at 100 calls/s with the defaults, about 1% with
+    these; the media worker's full collections, 6 to 8 ms at 250 legs, broke its 20 ms tick."""
+    gc.freeze()
+    gc.set_threshold(*thresholds)
 
 
 class BaseService:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import gc
-
 from activecall.media.worker import MediaWorker
-from activecall.service import BaseService, Runtime
+from activecall.service import BaseService, Runtime, settle_collector
 
 
 class MediaService(BaseService):
@@ -31,9 +29,7 @@ class MediaService(BaseService):
 
     async def start(self) -> None:
         await self.worker.start()
-        # Everything allocated so far lives as long as the process: keep the collector from scanning it
-        # again and again, so its full collections stay short next to a 20 ms tick.
-        gc.freeze()
+        settle_collector()
 
     async def drain(self) -> None:
         await self.worker.drain()

@@ -8,24 +8,18 @@ held; capacity is :data:`~activecall.sip_edge.edge.MAX_CALLS`.
 from __future__ import annotations
 
 import contextlib
-import gc
 import logging
 
 import redis.asyncio as aioredis
 
 from activecall.bus import Bus
 from activecall.config import RedisSettings
-from activecall.service import BaseService, Runtime
+from activecall.service import BaseService, Runtime, settle_collector
 from activecall.sip_edge.edge import Edge, EdgeOptions
 from activecall.sip_edge.resolver import Resolver
 from activecall.sip_edge.timers import BaseIntervals
 from activecall.sip_edge.transport import Transport, TransportLayer, TransportSettings, server_tls_context
 from activecall.sip_edge.ua import UaSettings
-
-# Allocations minus deallocations between young collections (CPython's default: 700), then young and
-# middle collections between the next older ones (CPython's defaults kept). At 100 calls/s the default
-# spent about 5% of the edge's CPU in the collector; this, about 1%.
-GC_THRESHOLDS = (20_000, 10, 10)
 
 log = logging.getLogger("activecall.sip_edge.service")
 
@@ -114,13 +108,7 @@ class SipEdgeService(BaseService):
             )
             self.listening[transport] = await self.transport.listen(transport, config.addr, port, tls)
         await self.edge.start()
-        # What start-up built lives as long as the process: keep it out of every later collection, so
-        # the collector only walks what the calls allocate.
-        gc.freeze()
-        # A call's objects are freed by reference counting or, for its cycles, by the young and middle
-        # collections; scanning the young generation less often costs less and lets most of a
-        # message's objects die before a scan.
-        gc.set_threshold(*GC_THRESHOLDS)
+        settle_collector()
 
     async def drain(self) -> None:
         await self.edge.drain()
