@@ -10,13 +10,14 @@ why 25 calls may share one socket: the load must hold 400 calls on its core toge
 
 The ramp adds calls level by level (then halves the step between the last pass and the first failure)
 and prints the most calls held for ``--seconds`` with no packet lost either way and a p99 send-interval
-jitter of at most 2 ms. Then the worker's CPU per call is measured with everything on, and again
-without SRTP, without VAD and without the bus (caller audio and events not appended), so the share of
-each shows as a difference. After the ramp three lines say which side limited it: the worker's CPU
-per call-second and the calls per core it implies (1000 / that), the share of its core the load
-generator and Redis used, and whether the failing level saturated the worker's core, the load's
-core, or neither (then other processes on a busy machine made the worker late). Run with
-``make bench-media`` or::
+jitter of at most 2 ms. After the ramp three lines say which side limited it: the worker's CPU per
+call-second and the calls per core it implies (1000 / that), the share of its core the load generator
+and Redis used, and whether the failing level saturated the worker's core, the load's core, or
+neither (then other processes on a busy machine made the worker late). Then the worker's CPU per call
+is measured with everything on, and again without SRTP, without VAD and without the bus (caller audio
+and events not appended), so the share of each shows as a difference; the three parts alone; and the
+worker's own work alone (its legs in one process on a simulated clock, without sockets, event loop or
+Redis). Run with ``make bench-media`` or::
 
     python bench/bench_media.py --seconds 60          # the full ramp
     python bench/bench_media.py --seconds 10 --max 300  # a quick look
@@ -694,6 +695,131 @@ async def cost(args: argparse.Namespace, url: str, calls: int) -> None:
         share = total - results[variant]
         print(f"  {part:5s} {share:+.3f} ms per call-second in context ({share / total * 100:+.0f}%)")
     isolated()
+    in_process = pipeline(calls)
+    print(
+        f"the worker's own work for {calls} calls in one process, without sockets, event loop or Redis:"
+        f" {in_process:.3f} ms CPU per call-second ({in_process / total * 100:.0f}% of the in-context"
+        " figure; the rest is the UDP and Redis system calls, the event loop and the caches they share)",
+        flush=True,
+    )
+
+
+class _SimulatedClock:
+    """Stands in for the ``time`` module of the leg and its RTCP reports: the monotonic clock moves
+    20 ms per simulated tick, so the jitter buffer sees the timing of a real call."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    @staticmethod
+    def time() -> float:
+        return time.time()
+
+
+class _NoSocket:
+    def sendto(self, data: bytes, address: tuple[str, int]) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _dropping_writer() -> Any:
+    from activecall.media.publisher import BusWriter
+
+    class DroppingWriter(BusWriter):
+        """Packs and queues every XADD as the worker's writer does; its tick's write drops them."""
+
+        def flush(self) -> None:
+            self._items.clear()
+
+    return DroppingWriter(Bus.from_settings(RedisSettings(url="redis://127.0.0.1:1/0")))
+
+
+def pipeline(legs: int, ticks: int = 250) -> float:
+    """The worker's work per call alone: ``legs`` SRTP legs, each given one SRTP packet of the load's
+    clip per tick and run through the worker's own tick (send, jitter buffer, decode, VAD, the
+    audio:in XADD packed and queued), with the sockets and Redis left out. CPU ms per call-second,
+    the best of three thirds of the run."""
+    import activecall.media.leg as leg_module
+    import activecall.media.reports as reports_module
+    from activecall.media.leg import Leg
+    from activecall.media.ports import BoundPair
+    from activecall.media.vad import WebRtcVad
+    from activecall.media.worker import MediaWorker
+
+    clock = _SimulatedClock()
+    saved = leg_module.time, reports_module.time
+    leg_module.time = reports_module.time = clock  # type: ignore[assignment]
+    try:
+        writer = _dropping_writer()
+        clip = np.concatenate([voiced(1.5), np.zeros(16000, np.int16), voiced(1.0, f0=160)])
+        codes = PCMU.encode(clip)
+        payloads = [codes[i : i + 160] for i in range(0, len(codes) - 159, 160)]
+        unused = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        settings = MediaSettings()
+        calls: list[tuple[Leg, list[bytes]]] = []
+        for n in range(legs):
+            ports = BoundPair(20000 + 2 * n, 20001 + 2 * n, unused, None)
+            leg = Leg(
+                call_id=f"call-{n}",
+                leg_id=f"leg-{n}",
+                ports=ports,
+                srtp=True,
+                rtcp_mux=False,
+                settings=settings,
+                sink=writer,
+                vad=WebRtcVad(2),
+                cname=f"bench/{n}",
+            )
+            leg.attach(_NoSocket(), _NoSocket())  # type: ignore[arg-type]
+            remote = generate_key_salt()
+            leg.update(
+                LegUpdate(
+                    call_id=leg.call_id,
+                    leg_id=leg.leg_id,
+                    remote_address="127.0.0.1",
+                    remote_port=30000 + n,
+                    codec="PCMU",
+                    payload_type=0,
+                    telephone_event_pt=101,
+                    remote_crypto_suite="AES_CM_128_HMAC_SHA1_80",
+                    remote_crypto_key=format_sdes_inline(remote).removeprefix("inline:"),
+                )
+            )
+            far_end = SrtpSession(SrtpProfile.AES_CM_128_HMAC_SHA1_80, remote, leg.local_key)
+            packets = [
+                far_end.protect(RTP_HEADER.pack(0x80, 0, t, t * 160, n) + payloads[(t + n) % len(payloads)])
+                for t in range(ticks)
+            ]
+            calls.append((leg, packets))
+        all_legs = [leg for leg, _ in calls]
+
+        def run(first: int, last: int) -> float:
+            start = time.process_time()
+            for t in range(first, last):
+                due = clock.now = 1000.0 + t * FRAME_S
+                for n, (leg, packets) in enumerate(calls):
+                    leg.on_rtp(packets[t], ("127.0.0.1", 30000 + n))
+                clock.now = due + 0.001
+                MediaWorker._tick_tx(all_legs)
+                MediaWorker._tick_rx(all_legs, clock.now)
+                if t % 10 == 0:
+                    MediaWorker._tick_slow(all_legs, clock.now)
+                writer.flush()
+            return time.process_time() - start
+
+        settle_collector()  # as the worker does
+        warm = ticks // 4
+        run(0, warm)
+        third = (ticks - warm) // 3
+        best = min(run(warm + k * third, warm + (k + 1) * third) for k in range(3))
+        return best / third / legs / FRAME_S * 1000
+    finally:
+        leg_module.time, reports_module.time = saved
 
 
 def isolated() -> None:
