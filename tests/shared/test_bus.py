@@ -1,14 +1,29 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import signal
+import time
+from collections.abc import AsyncIterator
 
 import msgpack
 import pytest
 from prometheus_client import REGISTRY
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from activecall.bus import FIELD, Bus, BusTimeout, Command, pack_commands, with_reconnect
+from activecall.bus import (
+    FIELD,
+    Bus,
+    BusTimeout,
+    Command,
+    RequestConnections,
+    SharedConnection,
+    pack_commands,
+    with_reconnect,
+)
 from activecall.config import RedisSettings
 from activecall.messages import LegClose, LegOpen, LegOpened, Probe, SayText
 from activecall.testing.redis_server import RedisServer
@@ -208,3 +223,62 @@ async def test_execute_alone_runs_blocking_commands(bus: Bus) -> None:
     await bus.redis.rpush("shared:list", b"v")
     assert await bus.execute_alone([("BLPOP", "shared:list", 1)]) == [[b"shared:list", b"v"]]
     assert await bus.execute_alone([("BLPOP", "shared:list", 0.05)]) == [None]
+
+
+@contextlib.asynccontextmanager
+async def stopped(server: RedisServer) -> AsyncIterator[None]:
+    """The server process stopped (SIGSTOP): its sockets stay open, and nothing answers."""
+    assert server.process is not None
+    os.kill(server.process.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.process.pid, signal.SIGCONT)
+
+
+@pytest.fixture
+async def own_redis() -> AsyncIterator[tuple[Bus, RedisServer]]:
+    """A bus on a Redis of this test's own, which the test may stop."""
+    server = RedisServer().start()
+    bus = Bus.from_settings(RedisSettings(url=server.url))
+    try:
+        yield bus, server
+    finally:
+        await bus.close()
+        server.stop()
+
+
+async def test_shared_connection_gives_up_on_a_hung_redis_and_connects_again(
+    own_redis: tuple[Bus, RedisServer],
+) -> None:
+    bus, server = own_redis
+    shared = SharedConnection(bus.redis.connection_pool, stall_timeout=0.3)
+    try:
+        assert await shared.execute([("PING",)]) == [b"PONG"]
+        async with stopped(server):
+            started = time.monotonic()
+            first = asyncio.ensure_future(shared.execute([("SET", "hung", "1")]))
+            await asyncio.sleep(0.1)
+            second = asyncio.ensure_future(shared.execute([("GET", "hung")]))
+            results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+            waited = time.monotonic() - started
+        assert [type(result) for result in results] == [RedisTimeoutError, RedisTimeoutError]
+        assert 0.3 <= waited < 2.0, waited  # the oldest batch's stall ends both, not one timer each
+        assert await shared.execute([("SET", "after", "1"), ("GET", "after")]) == [b"OK", b"1"]
+    finally:
+        await shared.close()
+
+
+async def test_a_request_connection_gives_up_on_a_hung_redis(own_redis: tuple[Bus, RedisServer]) -> None:
+    bus, server = own_redis
+    requests = RequestConnections(bus.redis.connection_pool, stall_timeout=0.3)
+    try:
+        assert await requests.execute([("PING",)]) == [b"PONG"]
+        async with stopped(server):
+            with pytest.raises(RedisTimeoutError):
+                await asyncio.wait_for(requests.execute([("BLPOP", "reply", 0.2)], blocking_s=0.2), 5)
+        assert requests._idle == []  # the stalled connection is not used again
+        await bus.redis.rpush("reply", b"v")
+        assert await requests.execute([("BLPOP", "reply", 1)], blocking_s=1) == [[b"reply", b"v"]]
+    finally:
+        await requests.close()

@@ -37,6 +37,9 @@ REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 T = TypeVar("T")
 # Idle connections kept for blocking requests; more are opened while more requests are in flight.
 MAX_IDLE_CONNECTIONS = 16
+# Redis answers a command that does not block within milliseconds; this long without a reply means it
+# hangs (a stopped process, a partition that sent no reset), and the connection is given up.
+STALL_TIMEOUT_S = 5.0
 # One Redis command as sent on the wire: its name, then its arguments.
 Command = tuple[str | bytes | int | float, ...]
 
@@ -167,6 +170,7 @@ def first_error(replies: list[Any]) -> list[Any]:
 class _Batch:
     size: int
     future: asyncio.Future[list[Any]]
+    sent_at: float
     replies: list[Any] = field(default_factory=list)
 
 
@@ -195,10 +199,16 @@ class SharedConnection:
     on a pooled connection (no pool lock, no per-command timeouts, one write however many tasks
     wrote), and a cancelled caller leaves no unread replies behind. Blocking commands (BLPOP,
     XREAD BLOCK) would stall every batch queued after them: they belong on a pooled connection.
+
+    A batch left without its replies for ``stall_timeout`` seconds gives the connection up: every
+    batch in flight fails with a timeout and the next ``execute`` connects again. One timer watches
+    the oldest batch, so a batch costs no timer of its own.
     """
 
-    def __init__(self, pool: aioredis.ConnectionPool) -> None:
+    def __init__(self, pool: aioredis.ConnectionPool, stall_timeout: float = STALL_TIMEOUT_S) -> None:
         self._pool = pool
+        self._stall_timeout = stall_timeout
+        self._watchdog: asyncio.TimerHandle | None = None
         self._connection: AbstractConnection | None = None
         self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
@@ -214,12 +224,27 @@ class SharedConnection:
             if self._connection is None:
                 raise RedisConnectionError("the connection to Redis was lost")
         loop = asyncio.get_running_loop()
-        batch = _Batch(len(commands), loop.create_future())
+        batch = _Batch(len(commands), loop.create_future(), loop.time())
         self._out.append(pack_commands(commands))
         self._batches.append(batch)
         if self._flush is None:
             self._flush = loop.call_soon(self._write)
+        if self._watchdog is None:
+            self._watchdog = loop.call_later(self._stall_timeout, self._check_stall)
         return first_error(await batch.future)
+
+    def _check_stall(self) -> None:
+        self._watchdog = None
+        connection = self._connection
+        if not self._batches or connection is None:
+            return
+        loop = asyncio.get_running_loop()
+        waited = loop.time() - self._batches[0].sent_at
+        if waited < self._stall_timeout:
+            self._watchdog = loop.call_later(self._stall_timeout - waited, self._check_stall)
+            return
+        error = RedisTimeoutError(f"Redis sent no reply for {waited:.1f} s; reconnecting")
+        self._lost(connection, error)
 
     async def _connect(self) -> None:
         async with self._lock:
@@ -278,6 +303,9 @@ class SharedConnection:
         self._disconnects.start(connection)
 
     async def close(self) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         connection, reader = self._connection, self._reader
         if connection is not None:
             self._lost(connection, RedisConnectionError("connection closed"))
@@ -294,16 +322,24 @@ class RequestConnections:
     on each: one write, the replies read straight from the parser, the connection kept for the next
     batch unless the batch failed or was cancelled (its replies could still be on the way). They are
     the client's own rather than borrowed from redis-py's pool, whose lock, health check and per-read
-    timeout cost more than the round trip."""
+    timeout cost more than the round trip. A batch whose replies have not all come ``stall_timeout``
+    seconds after its blocking command should have returned fails with a timeout."""
 
-    def __init__(self, pool: aioredis.ConnectionPool, max_idle: int = MAX_IDLE_CONNECTIONS) -> None:
+    def __init__(
+        self,
+        pool: aioredis.ConnectionPool,
+        max_idle: int = MAX_IDLE_CONNECTIONS,
+        stall_timeout: float = STALL_TIMEOUT_S,
+    ) -> None:
         self._pool = pool
         self._max_idle = max_idle
+        self._stall_timeout = stall_timeout
         self._idle: list[AbstractConnection] = []
         self._disconnects = _Disconnects()
 
-    async def execute(self, commands: Sequence[Command]) -> list[Any]:
-        """Send ``commands`` and return their replies; an error reply is raised once all are read."""
+    async def execute(self, commands: Sequence[Command], blocking_s: float = 0.0) -> list[Any]:
+        """Send ``commands`` and return their replies; an error reply is raised once all are read.
+        ``blocking_s``: how long the batch's blocking command may wait by itself."""
         connection = self._take() or await self._connect()
         reusable = False
         try:
@@ -312,7 +348,12 @@ class RequestConnections:
                 raise RedisConnectionError("the connection to Redis was lost")
             writer.write(pack_commands(commands))
             parser: Any = connection._parser
-            replies = [await parser.read_response() for _ in commands]
+            limit = blocking_s + self._stall_timeout
+            try:
+                async with asyncio.timeout(limit):
+                    replies = [await parser.read_response() for _ in commands]
+            except TimeoutError:
+                raise RedisTimeoutError(f"Redis sent no reply within {limit:.1f} s") from None
             reusable = True
         finally:
             if reusable and len(self._idle) < self._max_idle:
@@ -378,10 +419,11 @@ class Bus:
         """Non-blocking commands on the shared connection, sent in one write with other tasks' ones."""
         return await self.shared.execute(commands)
 
-    async def execute_alone(self, commands: Sequence[Command]) -> list[Any]:
-        """Commands on a connection of their own, for batches ending with a blocking one (BLPOP): one
-        write, the replies in order, an error reply raised once all are read."""
-        return await self.requests.execute(commands)
+    async def execute_alone(self, commands: Sequence[Command], blocking_s: float = 0.0) -> list[Any]:
+        """Commands on a connection of their own, for batches ending with a blocking one (BLPOP) that
+        may wait ``blocking_s``: one write, the replies in order, an error reply raised once all are
+        read, a timeout raised when Redis stalls."""
+        return await self.requests.execute(commands, blocking_s)
 
     # ---------------------------------------------------------------- writing
 

@@ -73,7 +73,7 @@ class LegClient:
             ("BLPOP", reply_key, wait),
         ]
         try:
-            _, popped = await bus.execute_alone(commands)
+            _, popped = await bus.execute_alone(commands, wait)
         finally:
             metrics.child(metrics.LEG_REQUEST, message.TYPE).observe(time.perf_counter() - started)
         if popped is None:
