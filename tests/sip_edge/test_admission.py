@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import pytest
 
 from activecall.bus import Bus
@@ -59,3 +62,37 @@ async def test_no_live_worker_means_no_capacity(bus: Bus) -> None:
     pool = MediaPool(bus.redis, bus.keys, ttl=5.0)
     assert not await pool.has_capacity()
     assert await pool.pick() is None
+
+
+async def test_calls_that_find_the_registry_stale_together_share_one_read(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from activecall.sip_edge import admission
+
+    reads = 0
+    real = admission.list_workers
+
+    async def counted(*args: Any, **kwargs: Any) -> list[WorkerInfo]:
+        nonlocal reads
+        reads += 1
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(admission, "list_workers", counted)
+    await beat(bus, "m1", load=0, capacity=100)
+    pool = MediaPool(bus.redis, bus.keys, ttl=5.0, refresh_s=60.0)
+    answers = await asyncio.gather(*(pool.has_capacity() for _ in range(20)))
+    assert answers == [True] * 20
+    assert reads == 1
+    await pool.has_capacity()  # fresh: no read
+    assert reads == 1
+
+
+async def test_a_cancelled_caller_does_not_cancel_the_shared_read(bus: Bus) -> None:
+    await beat(bus, "m1", load=0, capacity=100)
+    pool = MediaPool(bus.redis, bus.keys, ttl=5.0, refresh_s=60.0)
+    first = asyncio.ensure_future(pool.workers())
+    second = asyncio.ensure_future(pool.workers())
+    await asyncio.sleep(0)
+    first.cancel()
+    assert [w.id for w in await second] == ["m1"]
+    assert first.cancelled()

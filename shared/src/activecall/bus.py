@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import secrets
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
@@ -25,7 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from activecall import metrics
+from activecall import metrics, tokens
 from activecall.config import RedisSettings
 from activecall.messages import Message, MessageError, decode
 
@@ -35,8 +34,10 @@ FIELD = b"m"
 REDIS_DOWN = (RedisConnectionError, RedisTimeoutError, ConnectionError, OSError)
 
 T = TypeVar("T")
-# Idle connections kept for blocking requests; more are opened while more requests are in flight.
-MAX_IDLE_CONNECTIONS = 16
+# Idle connections kept for blocking requests; more are opened while more requests are in flight. A
+# burst of calls wants as many at once as it has requests in flight, and opening one costs more than a
+# request (a TCP handshake, HELLO, and redis-py reading its own version from the package metadata).
+MAX_IDLE_CONNECTIONS = 64
 # Redis answers a command that does not block within milliseconds; this long without a reply means it
 # hangs (a stopped process, a partition that sent no reset), and the connection is given up.
 STALL_TIMEOUT_S = 5.0
@@ -565,7 +566,7 @@ class Bus:
 
     async def request(self, stream: str, message: Message, wait_s: float | None = None) -> Message:
         """Send a message carrying ``reply_to`` and wait for the single answer pushed there."""
-        reply_key = self.keys.reply(secrets.token_hex(8))
+        reply_key = self.keys.reply(tokens.token_hex(8))
         message.reply_to = reply_key  # type: ignore[attr-defined]
         await self.publish(stream, message, maxlen=self.settings.events_maxlen)
         wait = wait_s if wait_s is not None else self.settings.reply_timeout

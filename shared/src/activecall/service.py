@@ -36,7 +36,7 @@ log = logging.getLogger("activecall.service")
 DEFAULT_DRAIN_TIMEOUT = 30.0
 # Allocations minus deallocations between young collections (CPython's default: 700), then young and
 # middle collections between the next older ones (CPython's defaults kept).
-GC_THRESHOLDS = (20_000, 10, 10)
+GC_THRESHOLDS = (100_000, 20, 100)
 STATUS_FILE_ENV = "ACTIVECALL_STATUS_FILE"
 
 

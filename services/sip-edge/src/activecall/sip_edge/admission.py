@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 import time
@@ -67,18 +68,27 @@ class MediaPool:
         self._workers: list[WorkerInfo] = []
         self._read_at = float("-inf")
         self._placed_since_read: Counter[str] = Counter()
+        self._reading: asyncio.Future[None] | None = None
 
     async def workers(self) -> list[WorkerInfo]:
-        """Live workers (cached); empty when the registry cannot be read."""
+        """Live workers (cached); empty when the registry cannot be read. The calls that find the cache
+        old while it is being read wait for that one read rather than each reading it again."""
         if time.monotonic() - self._read_at >= self.refresh_s:
-            try:
-                self._workers = await list_workers(self.redis, self.keys, MEDIA_ROLE, self.ttl)
-            except REDIS_DOWN as exc:
-                log.warning("cannot read the media registry", extra={"error": str(exc)})
-                self._workers = []
-            self._read_at = time.monotonic()
-            self._placed_since_read.clear()
+            if self._reading is None:
+                self._reading = asyncio.ensure_future(self._read())
+            await asyncio.shield(self._reading)
         return self._workers
+
+    async def _read(self) -> None:
+        try:
+            self._workers = await list_workers(self.redis, self.keys, MEDIA_ROLE, self.ttl)
+        except REDIS_DOWN as exc:
+            log.warning("cannot read the media registry", extra={"error": str(exc)})
+            self._workers = []
+        finally:
+            self._reading = None
+        self._read_at = time.monotonic()
+        self._placed_since_read.clear()
 
     def _free(self, worker: WorkerInfo) -> int:
         return worker.capacity - worker.load - self._placed_since_read[worker.id]

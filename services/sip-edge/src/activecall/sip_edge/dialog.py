@@ -10,9 +10,9 @@ address is still reached through its proxies.
 from __future__ import annotations
 
 import enum
-import secrets
 from dataclasses import dataclass, field
 
+from activecall import tokens
 from activecall.sip_edge.message import Headers, SipRequest, SipResponse
 from activecall.sip_edge.uri import SCHEME_SIPS, NameAddr, SipUri, Uri
 
@@ -35,7 +35,7 @@ class DialogState(enum.Enum):
 
 def new_tag() -> str:
     """A From/To tag with at least 32 bits of randomness (RFC 3261 section 19.3)."""
-    return secrets.token_hex(5)
+    return tokens.token_hex(5)
 
 
 def without_tag(address: NameAddr) -> NameAddr:
@@ -94,7 +94,7 @@ class Dialog:
             remote_target=_contact_uri(request),
             local_contact=local_contact,
             route_set=list(request.record_routes),
-            local_seq=secrets.randbelow(_MAX_INITIAL_CSEQ) + 1,
+            local_seq=tokens.randbelow(_MAX_INITIAL_CSEQ) + 1,
             remote_seq=request.cseq.number,
             secure=isinstance(request.uri, SipUri) and request.uri.scheme == SCHEME_SIPS,
             is_uac=False,

@@ -11,11 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
+from activecall import tokens
 from activecall.bus import REDIS_DOWN, Bus, with_reconnect
 from activecall.bus import now_ms as bus_now_ms
 from activecall.config import Config
@@ -186,7 +186,7 @@ class Edge:
 
     @staticmethod
     def new_call_id() -> str:
-        return secrets.token_hex(16)
+        return tokens.token_hex(16)
 
     # ---------------------------------------------------------------- inbound and outbound
 

@@ -14,10 +14,10 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
-import secrets
 import time
 from dataclasses import dataclass
 
+from activecall import tokens
 from activecall.bus import REDIS_DOWN, Bus, BusTimeout, xadd_command
 from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Message, decode
 from activecall.sip_edge import metrics
@@ -65,7 +65,7 @@ class LegClient:
         them in order on one connection, so the reply cannot be missed and a round trip is saved."""
         started = time.perf_counter()
         bus = self.bus
-        reply_key = bus.keys.reply(secrets.token_hex(8))
+        reply_key = bus.keys.reply(tokens.token_hex(8))
         message.reply_to = reply_key  # type: ignore[attr-defined]
         wait = self.timeout if self.timeout is not None else bus.settings.reply_timeout
         commands = [

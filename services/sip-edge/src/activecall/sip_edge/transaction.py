@@ -16,10 +16,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-import secrets
 from collections.abc import Callable, Iterable
 from typing import ClassVar, Protocol
 
+from activecall import tokens
 from activecall.sip_edge import metrics
 from activecall.sip_edge.headers import BRANCH_MAGIC_COOKIE
 from activecall.sip_edge.message import Headers, SipParseError, SipRequest, SipResponse, make_response
@@ -104,7 +104,7 @@ def response_input(status: int, from_tu: bool) -> Input:
 
 def new_branch() -> str:
     """A branch unique in space and time, with the RFC 3261 magic cookie (section 8.1.1.7)."""
-    return BRANCH_MAGIC_COOKIE + secrets.token_hex(8)
+    return BRANCH_MAGIC_COOKIE + tokens.token_hex(8)
 
 
 def server_key(request: SipRequest) -> tuple[str, ...]:
@@ -244,7 +244,7 @@ class ServerTransaction(Transaction):
     def to_tag(self) -> str:
         """The To tag of our responses: the TU's dialog tag once it responded, else a fresh one."""
         if self._to_tag is None:
-            self._to_tag = secrets.token_hex(5)
+            self._to_tag = tokens.token_hex(5)
         return self._to_tag
 
     @to_tag.setter

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import secrets
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Protocol
 
+from activecall import tokens
 from activecall.sip_edge import metrics
 from activecall.sip_edge.dialog import MAX_FORWARDS, Dialog, DialogError, new_tag
 from activecall.sip_edge.digest import (
@@ -364,7 +364,7 @@ class UserAgent:
     # ---------------------------------------------------------------- identity
 
     def new_call_id(self) -> str:
-        return f"{secrets.token_hex(12)}@{self.transport.sent_by(Transport.UDP)[0]}"
+        return f"{tokens.token_hex(12)}@{self.transport.sent_by(Transport.UDP)[0]}"
 
     def contact(self, transport: Transport, user: str | None = None) -> NameAddr:
         host, port = self.transport.sent_by(transport)
