@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("activecall.sip_edge.call")
 
+# What an ended call's session hears from then on: offers and transfers refused, events ignored.
+ENDED_CALL = SessionListener()
+
 SESSION_ROLES = ("asr", "llm", "tts")
 SAMPLE_RATE = 8000
 STATUS_ACCEPTED = 202
@@ -257,6 +260,11 @@ class Call(SessionListener):
         finally:
             metrics.child(metrics.CALLS, self.direction, result).inc()
             self.edge.forget(self)
+            if self.session is not None:
+                # The session lingers in the transaction layer for a while (RFC 3261 timers); without
+                # the call as its listener it no longer keeps the call alive in a reference cycle, so
+                # reference counting frees the call and its leg at once rather than a full collection.
+                self.session.listener = ENDED_CALL
             self.ended.set()
             log.info(
                 "call ended", extra={"call_id": self.call_id, "reason": reason, "by": by, "status": status}

@@ -197,8 +197,11 @@ class Transaction:
                 handle.cancel()
             self._handles.clear()
             self.layer._remove(self)
-            if self.on_terminated is not None:
-                self.on_terminated(self)
+            # Dropped once called: a callback that holds the transaction would otherwise keep it in a
+            # reference cycle that only a full collection frees.
+            callback, self.on_terminated = self.on_terminated, None
+            if callback is not None:
+                callback(self)
 
     def _start_timer(self, name: TimerName, delay: float) -> None:
         self._stop_timer(name)

@@ -59,6 +59,7 @@ from activecall.sip_edge.transaction import (
     InviteServerTransaction,
     ServerTransaction,
     State,
+    Transaction,
     TransactionLayer,
     new_branch,
 )
@@ -586,11 +587,12 @@ class UserAgent:
             return
         self._incoming[tx] = call
 
-        def forget(_: object) -> None:
-            self._incoming.pop(tx, None)
-
-        tx.on_terminated = forget
+        tx.on_terminated = self._forget_incoming
         self.listener.on_invite(call)
+
+    def _forget_incoming(self, tx: Transaction) -> None:
+        if isinstance(tx, InviteServerTransaction):
+            self._incoming.pop(tx, None)
 
     def on_ack(self, ack: SipRequest, flow: Flow) -> None:
         session = self._session_for(ack, incoming=True)
