@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import gc
+import weakref
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -133,3 +135,21 @@ async def test_service_runs_the_worker_under_the_runtime_heartbeat(media_config:
     finally:
         await service.stop()
         await runtime.bus.close()
+
+
+async def test_a_closed_leg_is_freed_without_a_collection(worker: MediaWorker, open_leg: OpenLeg) -> None:
+    """The worker runs the collector seldom: a closed leg (its jitter buffer, VAD, SRTP contexts) must not
+    wait in a reference cycle for a full collection."""
+    gc.collect()
+    gc.disable()
+    try:
+        client = await open_leg(worker, srtp=True)
+        await client.peer.wait_for(lambda: client.peer.received)  # the leg is sending
+        (leg,) = worker.legs.values()
+        refs = [weakref.ref(leg), weakref.ref(leg.playout), weakref.ref(leg.jitter), weakref.ref(leg.session)]
+        del leg
+        assert (await client.close()).ok
+        await asyncio.sleep(0.1)  # the transports finish closing on the next loop iterations
+        assert [ref() for ref in refs] == [None] * len(refs)
+    finally:
+        gc.enable()

@@ -596,6 +596,14 @@ class Leg:
         for transport in (self.rtp_transport, self.rtcp_transport):
             if transport is not None:
                 transport.close()
+        # The transports' protocols and the playout's emit lead back here: without these references a
+        # closed leg is freed by reference counting, not left in cycles for a full collection.
+        self.rtp_transport = self.rtcp_transport = None
+        self.playout.emit = _ignore
+
+
+def _ignore(message: Message) -> None:
+    """What a closed leg's playout emits to."""
 
 
 def decode_slots(due: list[tuple[Leg, list[Slot]]]) -> None:
