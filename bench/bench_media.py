@@ -47,6 +47,7 @@ from activecall.bus import Bus
 from activecall.config import Config, MediaSettings, RedisSettings
 from activecall.media.g711 import PCMU
 from activecall.media.metrics import STATS
+from activecall.media.publisher import BusWriter
 from activecall.media.rtp import is_rtcp
 from activecall.media.srtp import (
     SrtpProfile,
@@ -727,40 +728,38 @@ class _NoSocket:
         pass
 
 
-def _dropping_writer() -> Any:
-    from activecall.media.publisher import BusWriter
+class _DroppingWriter(BusWriter):
+    """Packs and queues every XADD as the worker's writer does; its tick's write drops them."""
 
-    class DroppingWriter(BusWriter):
-        """Packs and queues every XADD as the worker's writer does; its tick's write drops them."""
-
-        def flush(self) -> None:
-            self._items.clear()
-
-    return DroppingWriter(Bus.from_settings(RedisSettings(url="redis://127.0.0.1:1/0")))
+    def flush(self) -> None:
+        self._items.clear()
 
 
 def pipeline(legs: int, ticks: int = 250) -> float:
-    """The worker's work per call alone: ``legs`` SRTP legs, each given one SRTP packet of the load's
-    clip per tick and run through the worker's own tick (send, jitter buffer, decode, VAD, the
-    audio:in XADD packed and queued), with the sockets and Redis left out. CPU ms per call-second,
-    the best of three thirds of the run."""
+    """The worker's work per call alone: ``legs`` SRTP legs of a worker that is never started, each
+    given one SRTP packet of the load's clip per tick, then the worker's own tick (send, jitter buffer,
+    decode, VAD, the audio:in XADD packed and queued), with the sockets and Redis left out. CPU ms per
+    call-second, the best of three thirds of the run."""
     import activecall.media.leg as leg_module
     import activecall.media.reports as reports_module
+    import activecall.media.worker as worker_module
     from activecall.media.leg import Leg
     from activecall.media.ports import BoundPair
     from activecall.media.vad import WebRtcVad
-    from activecall.media.worker import MediaWorker
 
     clock = _SimulatedClock()
-    saved = leg_module.time, reports_module.time
-    leg_module.time = reports_module.time = clock  # type: ignore[assignment]
+    modules = (leg_module, reports_module, worker_module)
+    saved = [module.time for module in modules]
+    for module in modules:
+        module.time = clock  # type: ignore[attr-defined]
+    unused = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     try:
-        writer = _dropping_writer()
+        bus = Bus.from_settings(RedisSettings(url="redis://127.0.0.1:1/0"))  # never connected
+        worker = worker_module.MediaWorker(bus, Config(), "bench")
+        worker.writer = _DroppingWriter(bus)
         clip = np.concatenate([voiced(1.5), np.zeros(16000, np.int16), voiced(1.0, f0=160)])
         codes = PCMU.encode(clip)
         payloads = [codes[i : i + 160] for i in range(0, len(codes) - 159, 160)]
-        unused = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        settings = MediaSettings()
         calls: list[tuple[Leg, list[bytes]]] = []
         for n in range(legs):
             ports = BoundPair(20000 + 2 * n, 20001 + 2 * n, unused, None)
@@ -770,8 +769,8 @@ def pipeline(legs: int, ticks: int = 250) -> float:
                 ports=ports,
                 srtp=True,
                 rtcp_mux=False,
-                settings=settings,
-                sink=writer,
+                settings=worker.settings,
+                sink=worker.writer,
                 vad=WebRtcVad(2),
                 cname=f"bench/{n}",
             )
@@ -795,8 +794,8 @@ def pipeline(legs: int, ticks: int = 250) -> float:
                 far_end.protect(RTP_HEADER.pack(0x80, 0, t, t * 160, n) + payloads[(t + n) % len(payloads)])
                 for t in range(ticks)
             ]
+            worker.legs[leg.leg_id] = leg
             calls.append((leg, packets))
-        all_legs = [leg for leg, _ in calls]
 
         def run(first: int, last: int) -> float:
             start = time.process_time()
@@ -805,11 +804,7 @@ def pipeline(legs: int, ticks: int = 250) -> float:
                 for n, (leg, packets) in enumerate(calls):
                     leg.on_rtp(packets[t], ("127.0.0.1", 30000 + n))
                 clock.now = due + 0.001
-                MediaWorker._tick_tx(all_legs)
-                MediaWorker._tick_rx(all_legs, clock.now)
-                if t % 10 == 0:
-                    MediaWorker._tick_slow(all_legs, clock.now)
-                writer.flush()
+                worker._on_tick(clock.now, 0)
             return time.process_time() - start
 
         settle_collector()  # as the worker does
@@ -819,7 +814,9 @@ def pipeline(legs: int, ticks: int = 250) -> float:
         best = min(run(warm + k * third, warm + (k + 1) * third) for k in range(3))
         return best / third / legs / FRAME_S * 1000
     finally:
-        leg_module.time, reports_module.time = saved
+        unused.close()
+        for module, original in zip(modules, saved, strict=True):
+            module.time = original  # type: ignore[attr-defined]
 
 
 def isolated() -> None:

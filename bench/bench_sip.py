@@ -6,7 +6,8 @@ closes a leg over the bus. SIPp places calls (INVITE, 200, ACK, a short hold, BY
 each held for ``--seconds``; the run stops at the first rate with a failed call, or when the time
 budget is spent. Printed per rate: calls, failures, SIPp retransmissions, the edge's CPU per call
 (user, system and their sum: a figure that other load on the machine moves far less than the held
-rate), and SIPp's INVITE-to-200 time; at the end, the held rate with the edge's CPU per call there.
+rate), SIPp's INVITE-to-200 time and the edge's resident memory as the rate ends; at the end, the
+held rate with the edge's CPU per call there.
 Run with ``make bench-sip``; REDIS_URL selects a Redis server, otherwise a private redis-server is
 started. ``--profile-edge FILE`` runs the edge under cProfile and writes its stats to FILE at the end
 (the CPU figures then include the profiler's cost: compare profiles with profiles only).
@@ -43,6 +44,7 @@ class Step:
     user_ms_per_call: float
     sys_ms_per_call: float
     setup_ms: str
+    rss_mb: float
     ok: bool
 
     @property
@@ -54,6 +56,14 @@ def cpu_seconds(pid: int) -> tuple[float, float]:
     """User and system CPU time of a process, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return int(fields[11]) / CLOCK_TICKS, int(fields[12]) / CLOCK_TICKS
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1000
+    return 0.0
 
 
 def sipp_duration_ms(text: str) -> str:
@@ -125,6 +135,7 @@ def run_step(port: int, folder: Path, rate: int, seconds: float, hold_ms: int, e
         user_ms_per_call=1000 * (user_after - user_before) / max(done, 1),
         sys_ms_per_call=1000 * (sys_after - sys_before) / max(done, 1),
         setup_ms=sipp_duration_ms(result.stats.get("ResponseTime1(C)", "")),
+        rss_mb=rss_mb(edge_pid),
         ok=result.ok and result.counter("FailedCall(C)") == 0 and done == calls,
     )
 
@@ -178,6 +189,7 @@ def main() -> None:
                 "edge sys ms/call",
                 "edge CPU ms/call",
                 "INVITE->200 ms",
+                "edge RSS MB",
             ]
             print("  ".join(h.rjust(len(h)) for h in heads))
             best: Step | None = None
@@ -188,7 +200,7 @@ def main() -> None:
                 step = run_step(port, folder, rate, args.seconds, args.hold_ms, edge.pid)
                 cells = [step.rate, step.calls, step.failed, step.retransmissions]
                 cells += [f"{step.user_ms_per_call:.2f}", f"{step.sys_ms_per_call:.2f}"]
-                cells += [f"{step.cpu_ms_per_call:.2f}", step.setup_ms]
+                cells += [f"{step.cpu_ms_per_call:.2f}", step.setup_ms, f"{step.rss_mb:.0f}"]
                 print("  ".join(str(c).rjust(len(h)) for c, h in zip(cells, heads, strict=True)), flush=True)
                 if not step.ok:
                     break

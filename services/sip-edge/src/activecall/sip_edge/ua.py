@@ -350,7 +350,7 @@ class UserAgent:
         self.settings = settings or UaSettings()
         self.transactions = TransactionLayer(transport, self, intervals, scheduler)
         self.sessions: dict[tuple[str, str, str], InviteSession] = {}
-        self._incoming: dict[InviteServerTransaction, IncomingCall] = {}
+        self._incoming: dict[Transaction, IncomingCall] = {}
         self.allow = ", ".join(ALLOWED_METHODS)
         self.supported = SUPPORTED
 
@@ -591,8 +591,7 @@ class UserAgent:
         self.listener.on_invite(call)
 
     def _forget_incoming(self, tx: Transaction) -> None:
-        if isinstance(tx, InviteServerTransaction):
-            self._incoming.pop(tx, None)
+        self._incoming.pop(tx, None)
 
     def on_ack(self, ack: SipRequest, flow: Flow) -> None:
         session = self._session_for(ack, incoming=True)
