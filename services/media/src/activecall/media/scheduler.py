@@ -1,11 +1,14 @@
 """One pacing clock for every leg of a worker: a tick every 20 ms on a monotonic schedule.
 
 Each tick is due at ``origin + n * interval``, never at "last tick + interval", so the wake-up
-latency of one tick does not shift the ticks after it. The tick runs as a timer callback rather than
-a sleeping task: the event loop runs timers before it handles the I/O that became ready, whereas a
-task woken by a timer waits behind that I/O. Event-loop timers have millisecond resolution (uvloop's
-clock is libuv's), so a timer that fires early finishes the wait in a short spin of at most
-``SPIN_S``.
+latency of one tick does not shift the ticks after it. The tick runs as a callback of the event loop
+rather than as a sleeping task, which would wait behind the I/O that became ready with it.
+
+On Linux the loop is woken by a timerfd (timerfd_create(2)) armed at the tick's due time on
+CLOCK_MONOTONIC, the clock of ``time.monotonic``, to the nanosecond. The event loop's own timers have
+millisecond resolution (uvloop's clock is libuv's) and fire up to a millisecond late, half of the 2 ms
+send jitter a leg may show; they remain the fallback elsewhere, where a timer that fires early finishes
+the wait in a short spin of at most ``SPIN_S``.
 
 After a stall longer than ``max_lag`` (a GC pause, a stopped process) the missed ticks are skipped and
 reported to the callback, which moves the RTP clocks on without sending a burst of stale audio.
@@ -14,7 +17,9 @@ reported to the callback, which moves the RTP clocks on without sending a burst 
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import time
 from collections.abc import Callable
 from typing import Final
@@ -24,6 +29,56 @@ log = logging.getLogger("activecall.media.scheduler")
 TICK_S: Final = 0.020
 MAX_LAG_S: Final = 0.2
 SPIN_S: Final = 0.0015
+_CLOCK_MONOTONIC: Final = 1
+_TFD_TIMER_ABSTIME: Final = 1
+_NANOSECONDS: Final = 1_000_000_000
+
+
+class _TimeSpec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _ITimerSpec(ctypes.Structure):
+    _fields_ = [("it_interval", _TimeSpec), ("it_value", _TimeSpec)]
+
+
+class TimerFd:
+    """A one-shot CLOCK_MONOTONIC timerfd (timerfd_create(2)): readable from an absolute deadline on.
+    Raises OSError where the system has none."""
+
+    def __init__(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        try:
+            create, self._settime = libc.timerfd_create, libc.timerfd_settime
+        except AttributeError:
+            raise OSError("timerfd is not available on this system") from None
+        self._settime.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.POINTER(_ITimerSpec), ctypes.c_void_p]
+        fd = create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)  # TFD_NONBLOCK | TFD_CLOEXEC
+        if fd < 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"timerfd_create: {os.strerror(errno)}")
+        self.fd: int = fd
+        self._spec = _ITimerSpec()
+        self._spec_ref = ctypes.byref(self._spec)
+
+    def arm_at(self, deadline: float) -> None:
+        """Readable from ``deadline`` on (seconds on ``time.monotonic``); a past deadline at once."""
+        nanoseconds = max(1, int(deadline * _NANOSECONDS))  # a zero it_value would disarm the timer
+        value = self._spec.it_value
+        value.tv_sec, value.tv_nsec = divmod(nanoseconds, _NANOSECONDS)
+        if self._settime(self.fd, _TFD_TIMER_ABSTIME, self._spec_ref, None) < 0:
+            errno = ctypes.get_errno()
+            raise OSError(errno, f"timerfd_settime: {os.strerror(errno)}")
+
+    def clear(self) -> None:
+        """Read the expiration count, so that the descriptor is no longer readable."""
+        try:
+            os.read(self.fd, 8)
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.fd)
 
 
 class Pacer:
@@ -36,6 +91,7 @@ class Pacer:
         interval: float = TICK_S,
         max_lag: float = MAX_LAG_S,
         clock: Callable[[], float] = time.monotonic,
+        precise: bool = True,
     ) -> None:
         self.on_tick = on_tick
         self.interval = interval
@@ -46,9 +102,18 @@ class Pacer:
         self._due = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
+        self._precise = precise and clock is time.monotonic  # the timerfd's clock is the monotonic one
+        self.timer: TimerFd | None = None
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
+        if self._precise:
+            try:
+                self.timer = TimerFd()
+            except OSError as exc:
+                log.warning("no timerfd; pacing with the event loop's timers", extra={"error": str(exc)})
+            else:
+                self._loop.add_reader(self.timer.fd, self._on_timer)
         self._due = self.clock() + self.interval
         self._arm()
 
@@ -56,11 +121,24 @@ class Pacer:
         if self._handle is not None:
             self._handle.cancel()
             self._handle = None
+        if self.timer is not None and self._loop is not None:
+            self._loop.remove_reader(self.timer.fd)
+            self.timer.close()
+            self.timer = None
         self._loop = None
 
     def _arm(self) -> None:
-        if self._loop is not None:
+        if self._loop is None:
+            return
+        if self.timer is not None:
+            self.timer.arm_at(self._due)
+        else:
             self._handle = self._loop.call_later(max(0.0, self._due - self.clock()), self._fire)
+
+    def _on_timer(self) -> None:
+        if self.timer is not None:
+            self.timer.clear()
+            self._fire()
 
     def _fire(self) -> None:
         early = self._due - self.clock()
