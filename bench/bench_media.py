@@ -159,26 +159,31 @@ async def diagnose(worker: object) -> None:
     last = [0.0]
     phases: dict[str, float] = {"tx": 0.0, "rx": 0.0, "slow": 0.0, "flush": 0.0}
 
+    def timed_phase(name: str, run: Any) -> Any:
+        def phase(*args: Any) -> Any:
+            began = time.monotonic()
+            try:
+                return run(*args)
+            finally:
+                phases[name] = max(phases[name], time.monotonic() - began)
+
+        return phase
+
+    # The worker's own tick runs, its phases wrapped: a copy of the tick would miss later changes to it.
+    for name, attribute in (("tx", "_tick_tx"), ("rx", "_tick_rx"), ("slow", "_tick_slow")):
+        setattr(worker, attribute, timed_phase(name, getattr(worker, attribute)))
+    writer = worker.writer  # type: ignore[attr-defined]
+    writer.flush = timed_phase("flush", writer.flush)
+    tick = worker.pacer.on_tick  # type: ignore[attr-defined]
+
     def timed(due: float, skipped: int) -> None:
         start = time.monotonic()
         lateness.append(start - due)
         if last[0]:
             gaps.append(start - last[0])
         last[0] = start
-        legs = worker.legs.values()  # type: ignore[attr-defined]
-        worker._tick_tx(legs)  # type: ignore[attr-defined]
-        t1 = time.monotonic()
-        worker._tick_rx(legs, t1)  # type: ignore[attr-defined]
-        t2 = time.monotonic()
-        worker._ticks += 1  # type: ignore[attr-defined]
-        if worker._ticks % 10 == 0:  # type: ignore[attr-defined]
-            worker._tick_slow(legs, t2)  # type: ignore[attr-defined]
-        t3 = time.monotonic()
-        worker.writer.flush()  # type: ignore[attr-defined]
-        t4 = time.monotonic()
-        for name, value in (("tx", t1 - start), ("rx", t2 - t1), ("slow", t3 - t2), ("flush", t4 - t3)):
-            phases[name] = max(phases[name], value)
-        durations.append(t4 - start)
+        tick(due, skipped)
+        durations.append(time.monotonic() - start)
 
     worker.pacer.on_tick = timed  # type: ignore[attr-defined]
     gc_start = [0.0]
