@@ -44,10 +44,10 @@ def settle_collector(thresholds: tuple[int, int, int] = GC_THRESHOLDS) -> None:
     """For a service whose start-up is done: what start-up built lives as long as the process, so it
     leaves every later collection (``gc.freeze``), and the collections run less often, so most of a
     request's or a packet's objects die before a scan. The objects of calls are freed by reference
-    counting or, for their cycles, by the collections. Measured with bench-sip at 200 calls/s: the
-    edge's CPU per call fell by about 6% from (20,000, 10, 10) to these, and (20,000, 10, 10) had
-    saved about 4% over CPython's defaults; with the defaults the media worker ran full collections
-    of 6 to 8 ms at 250 legs, which broke its 20 ms tick."""
+    counting or, for their cycles, by the collections. Measured with ``bench_sip.py --rates 200
+    --seconds 20``, two runs each: 3.20 and 3.22 ms of edge CPU per call with (20,000, 10, 10), 3.02
+    and 2.99 with these. With CPython's defaults ``bench_media.py --diag`` showed the media worker
+    running full collections of 6 to 8 ms at 250 legs, which broke its 20 ms tick."""
     gc.freeze()
     gc.set_threshold(*thresholds)
 
