@@ -160,7 +160,13 @@ class Leg:
         self._first_packet = True
         self._last_send = 0.0
         self._silence = PCMU.silence(FRAME_SAMPLES)
-        self._agent_frame: np.ndarray | None = None
+        self._agent_frame: np.ndarray | None = None  # the agent's frame of this tick, for the recording
+        # The packet prepared for the next tick, protected (see tick_tx), and what goes with it.
+        self._next_packet: bytes | None = None
+        self._next_octets = 0
+        self._next_agent_frame: np.ndarray | None = None
+        self._preparing = False
+        self._started: PlaybackStarted | None = None
         self.playout = Playout(self._emit)
         self._speech_ended: float | None = None
         self.dtmf_sender = DtmfSender(CLOCK_RATE, FRAME_MS)
@@ -226,10 +232,14 @@ class Leg:
             self.remote = remote
             self.latched = None  # a new address in the SDP: follow it until the peer's packets say otherwise
             self.rtcp_remote = None
+        payload_type = msg.payload_type if msg.payload_type else codec.payload_type
+        te_payload_type = msg.telephone_event_pt or None
+        if (codec, payload_type, te_payload_type) != (self.codec, self.payload_type, self.te_payload_type):
+            self._drop_prepared()
         self.codec = codec
-        self.payload_type = msg.payload_type if msg.payload_type else codec.payload_type
+        self.payload_type = payload_type
         self._silence = codec.silence(FRAME_SAMPLES)
-        self.te_payload_type = msg.telephone_event_pt or None
+        self.te_payload_type = te_payload_type
         if ptime != self.ptime:  # the peer's packet size: the receive side's frame length follows it
             self.ptime = ptime
             self.jitter = self._new_jitter_buffer()
@@ -365,56 +375,84 @@ class Leg:
         return self.latched or self.remote
 
     def tick_tx(self) -> None:
-        """Send this tick's packet: a DTMF event packet, agent audio, or silence."""
-        self._agent_frame = None
-        if (self._dtmf_packets or self._dtmf_digits) and self._tick_dtmf():
+        """Send the packet prepared for this tick.
+
+        The packet was built and SRTP-protected at the end of the tick before, so a tick begins with
+        one ``sendto`` per leg: the last leg's packet leaves soon after the first, and that spread,
+        and how much it varies from tick to tick, is what the peers see as send jitter."""
+        data = self._next_packet
+        self._agent_frame = self._next_agent_frame
+        self._next_agent_frame = None
+        dest = self.latched or self.remote  # destination(), without a call per packet
+        transport = self.rtp_transport
+        if data is not None and dest is not None and transport is not None and self.ready and self.sending:
+            self._next_packet = None
+            transport.sendto(data, dest)
+            reports = self.reports
+            reports.sent_packets += 1
+            reports.sent_octets += self._next_octets
+            reports.sent_since_report = True
+            stats = STATS
+            stats.packets_out += 1
+            stats.bytes_out += len(data)
+            now = time.monotonic()
+            if self._last_send:
+                stats.send_jitter.observe(abs(now - self._last_send - FRAME_MS / 1000))
+            self._last_send = now
+        started = self._started
+        if started is not None:
+            self._started = None
+            self._emit(started)
+
+    def prepare_tx(self) -> None:
+        """Build and protect the next tick's packet (a DTMF event packet, agent audio, or silence) and
+        move the RTP clock on. It runs at the end of a tick, after the caller's audio, so a barge-in
+        has already stopped the agent audio it would carry. Agent audio that arrives later waits for
+        the next prepare: a turn starts at most one tick later than it would if it were built as sent.
+        """
+        self._next_packet = self._next_agent_frame = None
+        if (self._dtmf_packets or self._dtmf_digits) and self._prepare_dtmf():
             self._advance()
             return
+        self._preparing = True  # a PlaybackStarted waits for the packet that starts the playback
         pcm = self.playout.next_frame()
-        dest = self.latched or self.remote  # destination(), without a call per packet
-        if dest is not None and self.ready and self.sending:
+        self._preparing = False
+        if self.ready and self.sending:
             if pcm is None:
-                self._send(self.payload_type, self._first_packet, self.timestamp, self._silence, dest)
+                self._prepare(self.payload_type, self._first_packet, self.timestamp, self._silence)
             else:
                 frame = np.frombuffer(pcm, dtype="<i2")
-                self._agent_frame = frame
+                self._next_agent_frame = frame
                 marker = self.playout.marker or self._first_packet
-                self._send(self.payload_type, marker, self.timestamp, self.codec.encode(frame), dest)
+                self._prepare(self.payload_type, marker, self.timestamp, self.codec.encode(frame))
         elif pcm is not None:
-            self._agent_frame = np.frombuffer(pcm, dtype="<i2")
+            self._next_agent_frame = np.frombuffer(pcm, dtype="<i2")
         self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF  # _advance() without the call
 
     def _advance(self) -> None:
         self.timestamp = (self.timestamp + FRAME_SAMPLES) & 0xFFFFFFFF
 
     def skip(self, ticks: int) -> None:
-        """The pacer dropped ticks after a stall: move the clock on as if silence had been sent."""
+        """The pacer dropped ticks after a stall: move the clock on as if silence had been sent. The
+        packet prepared before the stall goes out with its own timestamp, as a late packet would."""
         self.timestamp = (self.timestamp + ticks * FRAME_SAMPLES) & 0xFFFFFFFF
 
-    def _send(self, pt: int, marker: bool, timestamp: int, payload: bytes, dest: Address) -> None:
+    def _prepare(self, pt: int, marker: bool, timestamp: int, payload: bytes) -> None:
         data = _RTP_HEADER.pack(0x80, (0x80 | pt) if marker else pt, self.seq, timestamp, self.ssrc) + payload
         session = self.session
         if session is not None:
             data = session.protect(data)
         elif self.srtp:
             return  # no remote key yet: nothing may leave in the clear
-        transport = self.rtp_transport
-        if transport is None:
-            return
-        transport.sendto(data, dest)
         self.seq = (self.seq + 1) & 0xFFFF
         self._first_packet = False
-        reports = self.reports
-        reports.sent_packets += 1
-        reports.sent_octets += len(payload)
-        reports.sent_since_report = True
-        stats = STATS
-        stats.packets_out += 1
-        stats.bytes_out += len(data)
-        now = time.monotonic()
-        if self._last_send:
-            stats.send_jitter.observe(abs(now - self._last_send - FRAME_MS / 1000))
-        self._last_send = now
+        self._next_packet = data
+        self._next_octets = len(payload)
+
+    def _drop_prepared(self) -> None:
+        """The prepared packet is in a payload format the peer has just changed: its sequence number
+        goes unused, which the peer counts as one lost packet."""
+        self._next_packet = None
 
     def send_dtmf(self, digits: str, duration_ms: int) -> None:
         """Queue RFC 4733 events; raises LegError when no telephone-event was negotiated."""
@@ -427,8 +465,8 @@ class Leg:
             raise LegError(str(exc)) from None
         self._dtmf_digits.extend((digit, duration_ms) for digit in digits)
 
-    def _tick_dtmf(self) -> bool:
-        """Send the next DTMF packet if one is due; False leaves the tick to audio."""
+    def _prepare_dtmf(self) -> bool:
+        """Prepare the next DTMF packet if one is due; False leaves the tick to audio."""
         if not self._dtmf_packets:
             if self._dtmf_gap:
                 self._dtmf_gap -= 1
@@ -437,9 +475,9 @@ class Leg:
             self._dtmf_packets.extend(self.dtmf_sender.packets(digit, duration_ms, self.timestamp))
             STATS.dtmf_out += 1
         packet = self._dtmf_packets.popleft()
-        dest = self.destination()
-        if dest is not None and self.ready and self.sending and self.te_payload_type is not None:
-            self._send(self.te_payload_type, packet.marker, packet.timestamp, packet.payload, dest)
+        te = self.te_payload_type
+        if self.ready and self.sending and te is not None:
+            self._prepare(te, packet.marker, packet.timestamp, packet.payload)
         if not self._dtmf_packets:
             self._dtmf_gap = DTMF_GAP_TICKS
         return True
@@ -568,6 +606,9 @@ class Leg:
         self.recorder = StereoRecorder(path, CLOCK_RATE, FRAME_SAMPLES)
 
     def _emit(self, message: Message) -> None:
+        if self._preparing and type(message) is PlaybackStarted:
+            self._started = message  # tick_tx emits it when the turn's first packet leaves
+            return
         if isinstance(message, PlaybackStarted) and self._speech_ended is not None:
             latency = time.monotonic() - self._speech_ended
             message.latency_ms = int(latency * 1000)

@@ -166,15 +166,26 @@ class MediaWorker:
         self._ticks += 1
         if self._ticks % SLOW_TICK_EVERY == 0:
             self._tick_slow(legs, now)
+        self._tick_prepare(legs)
         self.writer.flush()
 
     @staticmethod
     def _tick_tx(legs: Iterable[Leg]) -> None:
+        """The packets prepared at the end of the tick before, sent first thing."""
         for leg in legs:
             try:
                 leg.tick_tx()
             except Exception:
                 log.exception("send tick failed", extra={"leg": leg.leg_id})
+
+    @staticmethod
+    def _tick_prepare(legs: Iterable[Leg]) -> None:
+        """The next tick's packets, built and protected after this tick's caller audio."""
+        for leg in legs:
+            try:
+                leg.prepare_tx()
+            except Exception:
+                log.exception("preparing the next packet failed", extra={"leg": leg.leg_id})
 
     @staticmethod
     def _tick_rx(legs: Iterable[Leg], now: float) -> None:
