@@ -157,7 +157,7 @@ async def diagnose(worker: object) -> None:
     lateness: list[float] = []
     pauses: list[tuple[int, float]] = []
     last = [0.0]
-    phases: dict[str, float] = {"tx": 0.0, "rx": 0.0, "slow": 0.0, "flush": 0.0}
+    phases: dict[str, list[float]] = {"tx": [], "rx": [], "slow": [], "flush": [], "prepare": []}
 
     def timed_phase(name: str, run: Any) -> Any:
         def phase(*args: Any) -> Any:
@@ -165,12 +165,18 @@ async def diagnose(worker: object) -> None:
             try:
                 return run(*args)
             finally:
-                phases[name] = max(phases[name], time.monotonic() - began)
+                phases[name].append(time.monotonic() - began)
 
         return phase
 
     # The worker's own tick runs, its phases wrapped: a copy of the tick would miss later changes to it.
-    for name, attribute in (("tx", "_tick_tx"), ("rx", "_tick_rx"), ("slow", "_tick_slow")):
+    phase_methods = (
+        ("tx", "_tick_tx"),
+        ("rx", "_tick_rx"),
+        ("slow", "_tick_slow"),
+        ("prepare", "_tick_prepare"),
+    )
+    for name, attribute in phase_methods:
         setattr(worker, attribute, timed_phase(name, getattr(worker, attribute)))
     writer = worker.writer  # type: ignore[attr-defined]
     writer.flush = timed_phase("flush", writer.flush)
@@ -209,11 +215,19 @@ async def diagnose(worker: object) -> None:
                 file=sys.stderr,
                 flush=True,
             )
-            phase = " ".join(f"{k} {v * 1e3:.2f}" for k, v in phases.items())
+            phase = " ".join(f"{k} {ms_quantiles(v)}" for k, v in phases.items() if v)
             late = ms_quantiles(lateness)
+            # A leg's send interval moves with the change in the tick's lateness and, for the legs
+            # sent last, with the change in how long the sends before them took.
+            steps = {
+                name: ms_quantiles([abs(b - a) for a, b in zip(values, values[1:], strict=False)])
+                for name, values in (("late", lateness), ("tx", phases["tx"]))
+                if len(values) > 1
+            }
             print(
                 f"diag: {len(durations)} ticks; late p50/p99/max {late} ms; run {run} ms; gap {gap} ms;"
-                f" gc {len(pauses)} runs, max {gc_max:.2f} ms; phase max {phase} ms",
+                f" gc {len(pauses)} runs, max {gc_max:.2f} ms; phases p50/p99/max {phase} ms;"
+                f" tick-to-tick change p50/p99/max {' '.join(f'{k} {v}' for k, v in steps.items())} ms",
                 file=sys.stderr,
                 flush=True,
             )
@@ -221,7 +235,8 @@ async def diagnose(worker: object) -> None:
         gaps.clear()
         lateness.clear()
         pauses.clear()
-        phases.update(dict.fromkeys(phases, 0.0))
+        for durations_of_phase in phases.values():
+            durations_of_phase.clear()
 
 
 # ---------------------------------------------------------------------------------------------- load side
