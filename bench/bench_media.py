@@ -70,6 +70,7 @@ JITTER_LIMIT_MS = 2.0
 TURN_EVERY_S = 10.0
 CALLS_PER_SOCKET = 25
 SEND_SLOTS = 5  # the calls send in 5 groups, 4 ms apart
+STALL_S = 0.025  # --diag lists the gaps between ticks longer than this
 SATURATED_PERCENT = 85  # a core this busy leaves too little slack for a 20 ms tick to stay on time
 RECEIVE_BUFFER = 1 << 20  # capped by net.core.rmem_max; 25 calls' 1,250 packets/s fill it in ~0.2 s
 
@@ -182,12 +183,17 @@ async def diagnose(worker: object) -> None:
     writer.flush = timed_phase("flush", writer.flush)
     tick = worker.pacer.on_tick  # type: ignore[attr-defined]
 
+    stalls: list[tuple[float, float]] = []
+    last_cpu = [0.0]
+
     def timed(due: float, skipped: int) -> None:
-        start = time.monotonic()
+        start, cpu = time.monotonic(), time.process_time()
         lateness.append(start - due)
         if last[0]:
             gaps.append(start - last[0])
-        last[0] = start
+            if start - last[0] > STALL_S:  # did the worker run through the gap, or was it kept off its core?
+                stalls.append((start - last[0], cpu - last_cpu[0]))
+        last[0], last_cpu[0] = start, cpu
         tick(due, skipped)
         durations.append(time.monotonic() - start)
 
@@ -211,7 +217,7 @@ async def diagnose(worker: object) -> None:
                 times = [p for g, p in pauses if g == generation]
                 runs.append(f"gen{generation} {len(times)} max {max(times, default=0) * 1e3:.2f} ms")
             print(
-                f"diag gc: {', '.join(runs)}; {len(gc.get_objects())} objects tracked",
+                f"diag gc: {', '.join(runs)}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -231,6 +237,14 @@ async def diagnose(worker: object) -> None:
                 file=sys.stderr,
                 flush=True,
             )
+        if stalls:
+            listed = ", ".join(f"{gap * 1e3:.1f} ms with {cpu * 1e3:.1f} ms of CPU" for gap, cpu in stalls)
+            print(
+                f"diag stalls (gap between ticks, the worker's CPU in it): {listed}",
+                file=sys.stderr,
+                flush=True,
+            )
+            stalls.clear()
         durations.clear()
         gaps.clear()
         lateness.clear()
