@@ -22,6 +22,7 @@ from activecall.media.rtcp import (
     ntp_middle32,
     serialize_compound,
 )
+from activecall.media.srtp import format_sdes_inline, generate_key_salt
 from activecall.media.testing import LegClient, RtpPeer, ncc_peak, poll, voiced
 from activecall.media.worker import MediaWorker
 from activecall.messages import (
@@ -295,3 +296,35 @@ async def test_rtcp_reports_flow_both_ways(
     reports = worker.legs[client.leg_id].reports
     await peer.wait_for(lambda: reports.rtt is not None)
     assert reports.rtt is not None and 0 <= reports.rtt < 2.0
+
+
+async def test_a_peer_rekey_keeps_the_leg_outbound_srtp_and_srtcp_counting_on(
+    worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    """A re-INVITE with a new key from the peer changes only what the leg decrypts: a fresh outbound
+    context under the leg's unchanged key would send SRTCP index 0 again, a key stream reuse that the
+    peer's replay check rejects."""
+    client = await open_leg(worker, srtp=True)
+    peer, leg = client.peer, worker.legs[client.leg_id]
+    for _ in range(2):
+        leg.send_rtcp()
+    await peer.wait_for(lambda: len(peer.rtcp) >= 2)
+    new_key = generate_key_salt()
+    assert (await client.update(remote_crypto_key=format_sdes_inline(new_key))).ok
+    received = len(peer.received)
+    for _ in range(2):
+        leg.send_rtcp()
+    await peer.wait_for(lambda: len(peer.rtcp) >= 4 and len(peer.received) >= received + 5)
+    assert peer.rejected == 0
+
+    async def counts() -> tuple[int, int]:
+        return STATS.srtp_failures["auth"], STATS.packets_in
+
+    auth_failures, packets_in = await counts()
+    peer.send_frame(voiced(0.02))  # still under the old key: refused
+    await poll(counts, lambda now: now[0] == auth_failures + 1)
+    assert client.opened is not None and peer.remote is not None
+    peer.key = new_key
+    peer.connect(peer.remote, client.opened.crypto_key)
+    peer.send_frame(voiced(0.02))  # under the new key: taken
+    await poll(counts, lambda now: now[1] == packets_in + 1)

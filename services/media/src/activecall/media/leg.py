@@ -265,7 +265,11 @@ class Leg:
             remote_key = parse_sdes_inline(key_params)
         except SrtpKeyError as exc:
             raise LegError(str(exc)) from None
-        if self.session is not None and remote_key == self._remote_key and profile is self.session.profile:
+        session = self.session
+        if session is not None and profile is session.profile:
+            if remote_key != self._remote_key:  # the peer re-keyed; the outbound context goes on
+                session.replace_remote_key(remote_key)
+                self._remote_key = remote_key
             return  # the same key again (a re-INVITE): keep the replay and rollover state
         self.session = SrtpSession(profile, self.local_key, remote_key)
         self._remote_key = remote_key

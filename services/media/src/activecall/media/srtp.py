@@ -166,6 +166,14 @@ class SrtpSession:
         self._protect = _PacketPath(self._tx, protect=True)
         self._unprotect = _PacketPath(self._rx, protect=False)
 
+    def replace_remote_key(self, rx_key_salt: bytes) -> None:
+        """A new inbound key (the peer re-keyed in a re-INVITE, RFC 4568 section 7.1.4) while the
+        outbound context goes on: a fresh one under the same local key would count the SRTP rollover
+        and the SRTCP index from zero again and reuse key stream, which RFC 3711 section 9.1 forbids."""
+        _check_key_salt(rx_key_salt)
+        self._rx = pylibsrtp.Session(self._policy(rx_key_salt, _SSRC_ANY_INBOUND))
+        self._unprotect = _PacketPath(self._rx, protect=False)
+
     def _policy(self, key_salt: bytes, ssrc_type: int) -> pylibsrtp.Policy:
         return pylibsrtp.Policy(key=key_salt, ssrc_type=ssrc_type, srtp_profile=self.profile.libsrtp_profile)
 
