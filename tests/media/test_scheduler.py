@@ -62,3 +62,32 @@ async def test_a_timerfd_is_readable_from_its_deadline_on_not_before() -> None:
     finally:
         loop.remove_reader(timer.fd)
         timer.close()
+
+
+@pytest.mark.parametrize("precise", [True, False], ids=["timerfd", "loop-timers"])
+async def test_a_tick_due_during_a_burst_of_io_runs_before_the_rest_of_the_burst(precise: bool) -> None:
+    """A callback that keeps the loop busy past a due time (a burst of datagrams) lets the tick go
+    first through run_if_due; the timer then finds it done: no tick twice, none off the grid."""
+    ticks: list[tuple[float, float]] = []
+    done = asyncio.Event()
+    pacer: Pacer
+
+    def on_tick(due: float, skipped: int) -> None:
+        ticks.append((due, time.monotonic()))
+        if len(ticks) == 6:
+            done.set()
+
+    def burst() -> None:  # 60 ms of packets, each asking the pacer first
+        end = time.monotonic() + 0.06
+        while time.monotonic() < end:
+            pacer.run_if_due()
+
+    pacer = Pacer(on_tick, interval=0.02, max_lag=0.2, precise=precise)
+    pacer.start()
+    await asyncio.sleep(0.03)
+    asyncio.get_running_loop().call_soon(burst)
+    await asyncio.wait_for(done.wait(), 2)
+    await pacer.stop()
+    dues = [due for due, _ in ticks]
+    assert [round((b - a) / 0.02) for a, b in zip(dues, dues[1:], strict=False)] == [1] * 5
+    assert max(ran - due for due, ran in ticks) < 0.03  # none waited for the rest of the 60 ms burst

@@ -19,6 +19,7 @@ import secrets
 import struct
 import time
 from collections import deque
+from collections.abc import Callable
 from pathlib import Path
 from typing import Final, Protocol
 
@@ -86,6 +87,10 @@ class LegSink(Protocol):
     def frame(self, call_id: str, pcm: bytes, sample_rate: int, seq: int, at_ms: int) -> None: ...
 
 
+def _nothing() -> None:
+    """What a socket runs before each datagram when no pacer asks for anything."""
+
+
 class _RememberingVad:
     """Passes frames to a detector and keeps its last decision for barge-in."""
 
@@ -99,11 +104,16 @@ class _RememberingVad:
 
 
 class RtpProtocol(asyncio.DatagramProtocol):
-    def __init__(self, leg: Leg, rtcp: bool = False) -> None:
+    """A leg's socket. ``before_packet`` runs ahead of each datagram: the worker's pacer runs a tick that
+    fell due while a burst of datagrams was being taken in."""
+
+    def __init__(self, leg: Leg, rtcp: bool = False, before_packet: Callable[[], None] = _nothing) -> None:
         self.leg = leg
         self.rtcp = rtcp
+        self.before_packet = before_packet
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
+        self.before_packet()
         if self.rtcp:
             self.leg.on_rtcp(data, addr)
         else:

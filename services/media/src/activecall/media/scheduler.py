@@ -127,12 +127,21 @@ class Pacer:
             self.timer = None
         self._loop = None
 
+    def run_if_due(self) -> None:
+        """Run the tick now if it is due. The event loop runs every ready socket's callback before it
+        looks at the timer again, so after a burst of packets the tick would wait for all of them;
+        called before each packet, this lets it go first (the timer then finds it done and re-arms)."""
+        if self.clock() >= self._due and self._loop is not None:
+            self._fire()
+
     def _arm(self) -> None:
         if self._loop is None:
             return
         if self.timer is not None:
             self.timer.arm_at(self._due)
         else:
+            if self._handle is not None:
+                self._handle.cancel()  # the tick ran before its timer (run_if_due)
             self._handle = self._loop.call_later(max(0.0, self._due - self.clock()), self._fire)
 
     def _on_timer(self) -> None:

@@ -303,11 +303,14 @@ class MediaWorker:
             speech_stop_ms=self.config.asr.endpoint_silence_ms,
         )
         loop = asyncio.get_running_loop()
-        rtp, _ = await loop.create_datagram_endpoint(lambda: RtpProtocol(leg), sock=bound.rtp)
+        run_if_due = self.pacer.run_if_due
+        rtp, _ = await loop.create_datagram_endpoint(
+            lambda: RtpProtocol(leg, False, run_if_due), sock=bound.rtp
+        )
         rtcp = None
         if bound.rtcp is not None:
             rtcp, _ = await loop.create_datagram_endpoint(
-                lambda: RtpProtocol(leg, rtcp=True), sock=bound.rtcp
+                lambda: RtpProtocol(leg, True, run_if_due), sock=bound.rtcp
             )
         leg.attach(rtp, rtcp)
         self.legs[leg.leg_id] = leg
