@@ -299,6 +299,8 @@ class Load:
         self.sent = 0
         self.open_ms: list[float] = []
         self.errors = 0
+        self.send_late: list[float] = []
+        self._publishing: set[asyncio.Task[None]] = set()
 
     async def open(self, count: int) -> None:
         for _ in range(count):
@@ -401,6 +403,7 @@ class Load:
             due += FRAME_S / SEND_SLOTS
             delay = due - time.monotonic()
             await asyncio.sleep(max(0.0, delay))
+            self.send_late.append(time.monotonic() - due)  # its own stalls send the calls in a burst
             for sock in self.sockets:
                 self._receive(sock)
             self._send(self.calls[slot::SEND_SLOTS])
@@ -409,7 +412,11 @@ class Load:
                 continue
             tick += 1
             if self.tts and self.calls:
-                await self._turns(tick, turns_every)
+                # Published beside the sends, never awaited by them: Redis shares this core, and a slow
+                # reply would hold back the next slots and make the calls send in a burst.
+                publishing = asyncio.create_task(self._turns(tick, turns_every))
+                self._publishing.add(publishing)
+                publishing.add_done_callback(self._publishing.discard)
 
     def _send(self, calls: list[Caller]) -> None:
         """One SRTP packet per call: the next 20 ms of the clip under a fresh RTP header."""
@@ -443,6 +450,7 @@ class Load:
         await self.bus.publish_many(items, maxlen=self.bus.settings.audio_maxlen)
 
     def reset_window(self) -> None:
+        self.send_late = []
         self.bins = [0] * len(self.bins)
         for caller in self.calls:
             caller.lost = caller.received = 0
@@ -510,6 +518,7 @@ class Window:
     redis_cpu: float = 0.0
     srtp_kinds: dict[str, int] = field(default_factory=dict)
     jitter_limit_ms: float = JITTER_LIMIT_MS
+    load_late_ms: tuple[float, float] = (0.0, 0.0)  # the load's send slots: p99.9 and most late
 
     @property
     def passed(self) -> bool:
@@ -559,6 +568,7 @@ async def measure(load: Load, worker: WorkerProcess, bus: Bus, calls: int, secon
     before, cpu0, load0 = await worker.stats(bus), worker.cpu(), time.process_time()
     load.reset_window()
     await asyncio.sleep(seconds)
+    load_late = sorted(load.send_late)
     after, cpu1, load1 = await worker.stats(bus), worker.cpu(), time.process_time()
     redis1 = await redis_cpu(bus)
 
@@ -579,6 +589,9 @@ async def measure(load: Load, worker: WorkerProcess, bus: Bus, calls: int, secon
         redis_cpu=redis1 - redis0,
         srtp_kinds={k: v - before["srtp_kinds"].get(k, 0) for k, v in after["srtp_kinds"].items() if v},
         jitter_limit_ms=load.jitter_limit_ms,
+        load_late_ms=(load_late[int(0.999 * (len(load_late) - 1))] * 1000, load_late[-1] * 1000)
+        if load_late
+        else (0.0, 0.0),
     )
 
 
@@ -613,6 +626,7 @@ async def ramp(args: argparse.Namespace, url: str) -> int:
     try:
         await worker.wait_ready(bus)
         load = Load(bus, worker.worker_id, srtp=True, tts=not args.no_tts, jitter_limit_ms=args.jitter_limit)
+        settle_collector()  # the load's own collections would stall its sends, as the worker's would
         sender = asyncio.create_task(load.run(stop))
         print(
             f"ramp: {args.seconds:.0f} s per level; pass = no packet lost either way,"
@@ -687,6 +701,8 @@ def summarise(windows: list[Window], failed_at: int) -> None:
             f" {load_busy:.0f}%; worker p99 send jitter {window.worker_p99_ms:.1f} ms): other processes"
             f" took the cores (load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs)"
         )
+    p999, most = window.load_late_ms
+    verdict += f"; the load's send slots were late by {p999:.1f} ms at p99.9, {most:.1f} ms at most"
     print(f"limited by: {verdict}", flush=True)
 
 
