@@ -9,8 +9,6 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-import numpy as np
-
 from activecall.bus import Bus
 from activecall.media.g711 import PCMA, PCMU
 from activecall.media.leg import Leg
@@ -21,6 +19,7 @@ from activecall.messages import AudioChunk, PlaybackStarted
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 SILENCE = PCMU.silence(160)
+AGENT = voiced(0.2, f0=180.0)  # the turn the tests queue
 
 
 async def hand_driven(worker: MediaWorker, open_leg: OpenLeg, srtp: bool = True) -> tuple[LegClient, Leg]:
@@ -41,9 +40,9 @@ async def tick(worker: MediaWorker, client: LegClient, skipped: int = 0) -> RtpP
     return client.peer.received[-1].packet
 
 
-async def queue_turn(bus: Bus, client: LegClient, leg: Leg, audio: np.ndarray) -> None:
+async def queue_turn(bus: Bus, client: LegClient, leg: Leg) -> None:
     chunk = AudioChunk(
-        call_id=client.call_id, turn_id="t1", seq=0, pcm=audio.astype("<i2").tobytes(), last=True
+        call_id=client.call_id, turn_id="t1", seq=0, pcm=AGENT.astype("<i2").tobytes(), last=True
     )
     await bus.publish(bus.keys.audio_out(client.call_id), chunk)
 
@@ -64,34 +63,32 @@ async def test_a_turn_starts_after_the_packet_already_prepared_and_is_announced_
     bus: Bus, worker: MediaWorker, open_leg: OpenLeg
 ) -> None:
     client, leg = await hand_driven(worker, open_leg)
-    agent = voiced(0.2, f0=180.0)
-    await queue_turn(bus, client, leg, agent)
+    await queue_turn(bus, client, leg)
     prepared_before = await tick(worker, client)  # sends the silence prepared before the turn came
     assert prepared_before.payload == SILENCE
     assert await started_events(worker, client) == 0  # its first frame is prepared, not sent
     first = await tick(worker, client)
-    assert first.payload == PCMU.encode(agent[:160]) and first.marker
+    assert first.payload == PCMU.encode(AGENT[:160]) and first.marker
     assert await started_events(worker, client) == 1
     assert (first.sequence_number - prepared_before.sequence_number) & 0xFFFF == 1
     assert (first.timestamp - prepared_before.timestamp) & 0xFFFFFFFF == 160
     second = await tick(worker, client)
-    assert second.payload == PCMU.encode(agent[160:320]) and not second.marker
+    assert second.payload == PCMU.encode(AGENT[160:320]) and not second.marker
 
 
 async def test_a_packet_prepared_before_a_stall_keeps_its_timestamp_and_the_clock_moves_on(
     bus: Bus, worker: MediaWorker, open_leg: OpenLeg
 ) -> None:
     client, leg = await hand_driven(worker, open_leg)
-    agent = voiced(0.2, f0=180.0)
-    await queue_turn(bus, client, leg, agent)
+    await queue_turn(bus, client, leg)
     await tick(worker, client)  # prepares the turn's first frame
     first = await tick(worker, client)
     late = await tick(worker, client, skipped=5)
-    assert late.payload == PCMU.encode(agent[160:320])  # no agent audio lost to the stall
+    assert late.payload == PCMU.encode(AGENT[160:320])  # no agent audio lost to the stall
     assert (late.sequence_number - first.sequence_number) & 0xFFFF == 1
     assert (late.timestamp - first.timestamp) & 0xFFFFFFFF == 160
     after = await tick(worker, client)
-    assert after.payload == PCMU.encode(agent[320:480])
+    assert after.payload == PCMU.encode(AGENT[320:480])
     assert (after.sequence_number - late.sequence_number) & 0xFFFF == 1
     assert (after.timestamp - late.timestamp) & 0xFFFFFFFF == 6 * 160  # five ticks of silence skipped
 
