@@ -104,6 +104,7 @@ class Pacer:
         self._handle: asyncio.TimerHandle | None = None
         self._precise = precise and clock is time.monotonic  # the timerfd's clock is the monotonic one
         self.timer: TimerFd | None = None
+        self._ran_early = False  # run_if_due ran a tick in this loop iteration
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -130,9 +131,19 @@ class Pacer:
     def run_if_due(self) -> None:
         """Run the tick now if it is due. The event loop runs every ready socket's callback before it
         looks at the timer again, so after a burst of packets the tick would wait for all of them;
-        called before each packet, this lets it go first (the timer then finds it done and re-arms)."""
-        if self.clock() >= self._due and self._loop is not None:
-            self._fire()
+        called before each packet, this lets it go first (the timer then finds it done and re-arms).
+
+        At most one tick a loop iteration goes this way: on a worker too loaded to keep up every
+        packet would find a tick due, and back-to-back ticks would starve the bus reader, so that
+        not even a leg.close could get through."""
+        if self._ran_early or self.clock() < self._due or self._loop is None:
+            return
+        self._ran_early = True
+        self._loop.call_soon(self._next_iteration)
+        self._fire()
+
+    def _next_iteration(self) -> None:
+        self._ran_early = False
 
     def _arm(self) -> None:
         if self._loop is None:
