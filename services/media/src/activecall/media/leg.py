@@ -175,8 +175,7 @@ class Leg:
         self._next_packet: bytes | None = None
         self._next_octets = 0
         self._next_agent_frame: np.ndarray | None = None
-        self._preparing = False
-        self._started: PlaybackStarted | None = None
+        self._started: PlaybackStarted | None = None  # announced when its turn's first packet leaves
         self.playout = Playout(self._emit)
         self._speech_ended: float | None = None
         self.dtmf_sender = DtmfSender(CLOCK_RATE, FRAME_MS)
@@ -245,7 +244,9 @@ class Leg:
         payload_type = msg.payload_type if msg.payload_type else codec.payload_type
         te_payload_type = msg.telephone_event_pt or None
         if (codec, payload_type, te_payload_type) != (self.codec, self.payload_type, self.te_payload_type):
-            self._drop_prepared()
+            # Prepared in the format the peer has just left: its sequence number goes unused, which the
+            # peer counts as one lost packet.
+            self._next_packet = None
         self.codec = codec
         self.payload_type = payload_type
         self._silence = codec.silence(FRAME_SAMPLES)
@@ -416,7 +417,7 @@ class Leg:
         started = self._started
         if started is not None:
             self._started = None
-            self._emit(started)
+            self._announce_playback(started)
 
     def prepare_tx(self) -> None:
         """Build and protect the next tick's packet (a DTMF event packet, agent audio, or silence) and
@@ -428,9 +429,7 @@ class Leg:
         if (self._dtmf_packets or self._dtmf_digits) and self._prepare_dtmf():
             self._advance()
             return
-        self._preparing = True  # a PlaybackStarted waits for the packet that starts the playback
         pcm = self.playout.next_frame()
-        self._preparing = False
         if self.ready and self.sending:
             if pcm is None:
                 self._prepare(self.payload_type, self._first_packet, self.timestamp, self._silence)
@@ -462,11 +461,6 @@ class Leg:
         self._first_packet = False
         self._next_packet = data
         self._next_octets = len(payload)
-
-    def _drop_prepared(self) -> None:
-        """The prepared packet is in a payload format the peer has just changed: its sequence number
-        goes unused, which the peer counts as one lost packet."""
-        self._next_packet = None
 
     def send_dtmf(self, digits: str, duration_ms: int) -> None:
         """Queue RFC 4733 events; raises LegError when no telephone-event was negotiated."""
@@ -620,10 +614,16 @@ class Leg:
         self.recorder = StereoRecorder(path, CLOCK_RATE, FRAME_SAMPLES)
 
     def _emit(self, message: Message) -> None:
-        if self._preparing and type(message) is PlaybackStarted:
-            self._started = message  # tick_tx emits it when the turn's first packet leaves
+        if type(message) is PlaybackStarted:
+            # The playout takes a turn's first frame in prepare_tx, a tick before it is sent.
+            self._started = message
             return
-        if isinstance(message, PlaybackStarted) and self._speech_ended is not None:
+        self.sink.event(self.call_id, message)
+
+    def _announce_playback(self, message: PlaybackStarted) -> None:
+        """PlaybackStarted as the turn's first packet leaves, with the turn latency when the caller's
+        speech ended before it."""
+        if self._speech_ended is not None:
             latency = time.monotonic() - self._speech_ended
             message.latency_ms = int(latency * 1000)
             TURN_LATENCY.observe(latency)
