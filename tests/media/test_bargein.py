@@ -1,14 +1,16 @@
-"""Barge-in: the detector alone, then caller speech cutting a playing turn end to end."""
+"""Barge-in: the detector alone, then caller speech pausing a playing turn end to end, and the
+conversation's answer to the pause: stop (real words), resume (a backchannel), or no answer at all."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 
 import numpy as np
 
 from activecall.bus import Bus
-from activecall.media.bargein import BargeInDetector
+from activecall.media.bargein import BargeInDetector, CallerActivity
 from activecall.media.metrics import STATS
 from activecall.media.testing import LegClient, Received, RtpPeer, poll, voiced
 from activecall.media.worker import MediaWorker
@@ -18,9 +20,13 @@ from activecall.messages import (
     BargeInPolicy,
     DtmfReceived,
     PlaybackFinished,
+    PlaybackPaused,
+    PlaybackResumed,
     PlaybackStarted,
+    ResumePlayback,
     SpeechStarted,
     SpeechStopped,
+    StopPlayback,
     TurnCancelled,
 )
 
@@ -61,7 +67,15 @@ def tone(seconds: float, rate: int = 8000) -> np.ndarray:
     return out
 
 
-async def test_caller_speech_stops_a_five_second_turn(
+def test_caller_activity_starts_fast_and_lets_go_after_a_short_silence() -> None:
+    activity = CallerActivity(start_frames=2, stop_frames=8)
+    assert [activity.feed(c == "s") for c in "s.s."] == [False] * 4  # no two in a row
+    assert [activity.feed(c == "s") for c in "ss"] == [False, True]
+    assert all(activity.feed(c == "s") for c in ".......s.......")  # gaps under 8 frames
+    assert activity.feed(False) is False  # the eighth silent frame in a row
+
+
+async def test_caller_speech_pauses_a_five_second_turn_and_a_barge_in_stop_cuts_it(
     bus: Bus, worker: MediaWorker, open_leg: OpenLeg
 ) -> None:
     client = await open_leg(worker, srtp=True)
@@ -89,23 +103,27 @@ async def test_caller_speech_stops_a_five_second_turn(
         pcm = audio[seq * 1600 : (seq + 1) * 1600].astype("<i2").tobytes()
         chunk = AudioChunk(call_id=client.call_id, turn_id="t1", seq=seq, pcm=pcm, last=seq == 24)
         await bus.publish(stream, chunk)
-    barge_ins = STATS.barge_ins
+    barge_ins, pauses = STATS.barge_ins, STATS.pauses
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackPaused) for e in events))
+    (paused,) = [e for e in events if isinstance(e, PlaybackPaused)]
+    await peer.wait_for(lambda: sent >= 20)  # the caller's words go on: the conversation stops the turn
+    await client.command(StopPlayback(call_id=client.call_id, turn_id="t1", reason="barge_in"))
     await poll(client.events, lambda events: any(isinstance(e, BargeIn) for e in events))
-    await peer.wait_for(lambda: sent >= 20)
     peer.on_packet = None
     events = [e for e in await client.events() if not isinstance(e, SpeechStarted | SpeechStopped)]
-    assert [type(e) for e in events] == [PlaybackStarted, BargeIn, TurnCancelled, PlaybackFinished]
-    barge_in, cancelled, finished = events[1], events[2], events[3]
+    kinds = [PlaybackStarted, PlaybackPaused, BargeIn, TurnCancelled, PlaybackFinished]
+    assert [type(e) for e in events] == kinds
+    barge_in, cancelled, finished = events[2], events[3], events[4]
     assert isinstance(barge_in, BargeIn) and isinstance(cancelled, TurnCancelled)
     assert isinstance(finished, PlaybackFinished)
     assert (cancelled.turn_id, cancelled.reason) == ("t1", "barge_in")
-    assert finished.played_ms == barge_in.played_ms
-    assert STATS.barge_ins - barge_ins == 1
+    assert finished.played_ms == barge_in.played_ms == paused.played_ms
+    assert (STATS.barge_ins - barge_ins, STATS.pauses - pauses) == (1, 1)
 
     packets = [r.packet for r in peer.received]
     turn = [p for p in packets if p.payload != SILENCE]
     stop = next(p for p in packets if p.timestamp > turn[0].timestamp and p.payload == SILENCE)
-    assert stop.timestamp == turn[-1].timestamp + 160  # the turn ended at once, not faded or resumed
+    assert stop.timestamp == turn[-1].timestamp + 160  # silent at once, not faded, and never resumed
     reaction_ms = ((stop.timestamp - onset[0]) & 0xFFFFFFFF) / 8
     assert 0 < reaction_ms <= 150, reaction_ms
     heard_ms = len(turn) * 20
@@ -116,6 +134,115 @@ async def test_caller_speech_stops_a_five_second_turn(
     count = len(peer.received)
     await peer.wait_for(lambda: len(peer.received) >= count + 15)
     assert all(r.packet.payload == SILENCE for r in peer.received[count:])
+
+
+async def test_a_resumed_turn_plays_on_from_where_it_paused(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    peer = client.peer
+    await peer.play(np.zeros(800, np.int16))
+    await play_turn(bus, client, 2.0)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await asyncio.sleep(0.4)
+    await peer.play(voiced(0.3))  # "uh-huh"
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackPaused) for e in events))
+    (paused,) = [e for e in events if isinstance(e, PlaybackPaused)]
+    await peer.play(np.zeros(4000, np.int16))  # half a second of the caller's silence: the agent waits
+    assert not any(isinstance(e, PlaybackFinished) for e in await client.events())
+    await client.command(ResumePlayback(call_id=client.call_id, turn_id="t1"))
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
+    (resumed,) = [e for e in events if isinstance(e, PlaybackResumed)]
+    (finished,) = [e for e in events if isinstance(e, PlaybackFinished)]
+    assert resumed.played_ms == paused.played_ms
+    assert finished.played_ms == 2000  # every frame of the turn played, none lost to the pause
+    assert not any(isinstance(e, BargeIn | TurnCancelled) for e in events)
+    heard = [r.packet for r in peer.received if r.packet.payload != SILENCE]
+    assert len(heard) == 100
+    gaps = [
+        b.timestamp - a.timestamp
+        for a, b in zip(heard, heard[1:], strict=False)
+        if b.timestamp - a.timestamp != 160
+    ]
+    assert len(gaps) == 1 and gaps[0] >= 160 * 25, gaps  # one pause, then on from where it stopped
+
+
+async def test_a_pause_nobody_answers_is_cut_while_the_caller_talks_on(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    worker.settings.barge_in_pause_max_ms = 600
+    client = await open_leg(worker, srtp=True)
+    await client.peer.play(np.zeros(800, np.int16))
+    await play_turn(bus, client, 3.0)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await asyncio.sleep(0.3)
+    await client.peer.play(voiced(1.2))
+    events = await poll(client.events, lambda events: any(isinstance(e, BargeIn) for e in events))
+    kinds = [type(e) for e in events if not isinstance(e, SpeechStarted | SpeechStopped)]
+    assert kinds == [PlaybackStarted, PlaybackPaused, BargeIn, TurnCancelled, PlaybackFinished], kinds
+
+
+async def test_a_pause_nobody_answers_is_resumed_once_the_caller_is_silent(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    worker.settings.barge_in_pause_max_ms = 600
+    client = await open_leg(worker, srtp=True)
+    await client.peer.play(np.zeros(800, np.int16))
+    await play_turn(bus, client, 2.0)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await asyncio.sleep(0.3)
+    await client.peer.play(np.concatenate((voiced(0.25), np.zeros(8000, np.int16))))
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
+    kinds = [type(e) for e in events if not isinstance(e, SpeechStarted | SpeechStopped)]
+    assert kinds == [PlaybackStarted, PlaybackPaused, PlaybackResumed, PlaybackFinished], kinds
+    (finished,) = [e for e in events if isinstance(e, PlaybackFinished)]
+    assert finished.played_ms == 2000
+
+
+async def test_no_turn_starts_while_the_caller_speaks(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    peer = client.peer
+    await peer.play(np.zeros(800, np.int16))
+    caller = asyncio.create_task(peer.play(np.concatenate((voiced(1.2), np.zeros(8000, np.int16)))))
+    speech_ends = time.monotonic() + 1.2
+    await asyncio.sleep(0.3)  # the caller is well into a word when the answer arrives
+    await play_turn(bus, client, 0.6)
+    await caller
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
+    heard = [r for r in peer.received if r.packet.payload != SILENCE]
+    assert heard and heard[0].arrival > speech_ends, heard[0].arrival - speech_ends
+    assert not any(isinstance(e, PlaybackPaused | BargeIn) for e in events)
+    (finished,) = [e for e in events if isinstance(e, PlaybackFinished)]
+    assert finished.played_ms == 600
+
+
+async def test_a_turn_that_is_not_interruptible_plays_over_the_caller(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    await client.peer.play(np.zeros(800, np.int16))
+    audio = tone(1.6)
+    for seq, start in enumerate(range(0, len(audio), 1600)):
+        pcm = audio[start : start + 1600].astype("<i2").tobytes()
+        chunk = AudioChunk(
+            call_id=client.call_id,
+            turn_id="t1",
+            seq=seq,
+            pcm=pcm,
+            last=start + 1600 >= len(audio),
+            interruptible=False,
+        )
+        await bus.publish(bus.keys.audio_out(client.call_id), chunk)
+    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
+    await client.peer.play(voiced(1.0))
+    await press(client.peer, "3")
+    events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
+    (finished,) = [e for e in events if isinstance(e, PlaybackFinished)]
+    assert finished.played_ms == 1600
+    assert not any(isinstance(e, PlaybackPaused | BargeIn | TurnCancelled) for e in events)
+    assert any(isinstance(e, DtmfReceived) for e in events)
 
 
 async def play_turn(bus: Bus, client: LegClient, seconds: float, turn_id: str = "t1") -> None:

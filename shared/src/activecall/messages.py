@@ -156,12 +156,23 @@ class TranscriptPartial(Message):
 
 @dataclass(kw_only=True)
 class TranscriptFinal(Message):
+    """The caller's turn ended and this is what was said. An empty ``text`` is sound without words (a
+    cough, noise, a word the recognizer could not make out).
+
+    ``speech_end_ms`` is the end of the caller's last speech frame on the media clock (the ``at_ms``
+    of ``audio:in``); ``decided_ts`` the wall time at which the end of the turn was decided, and
+    ``eot`` how: ``complete`` (a finished sentence after a short silence), ``incomplete`` (an
+    unfinished one, after the longer wait), ``silence`` (silence alone) or ``hangup``."""
+
     TYPE: ClassVar[str] = "transcript.final"
     text: str
     start_ms: int = 0
     end_ms: int = 0
     confidence: float = 0.0
     utterance: int = 0
+    speech_end_ms: int = 0
+    decided_ts: float = 0.0
+    eot: str = ""
 
 
 @dataclass(kw_only=True)
@@ -193,6 +204,34 @@ class PlaybackFinished(Message):
     TYPE: ClassVar[str] = "playback.finished"
     turn_id: str
     played_ms: int = 0
+
+
+@dataclass(kw_only=True)
+class PlaybackPaused(Message):
+    """The caller spoke over the playing turn: the media worker paused it after ``played_ms`` and
+    waits for ``playback.resume`` (a backchannel, a cough) or ``playback.stop`` (real words)."""
+
+    TYPE: ClassVar[str] = "playback.paused"
+    turn_id: str
+    played_ms: int = 0
+
+
+@dataclass(kw_only=True)
+class PlaybackResumed(Message):
+    TYPE: ClassVar[str] = "playback.resumed"
+    turn_id: str
+    played_ms: int = 0
+
+
+@dataclass(kw_only=True)
+class TurnTimings(Message):
+    """Where the time of one answer went: each stage in milliseconds after the end of the caller's
+    last speech frame (or key press), ``first_packet`` being the turn latency the caller hears."""
+
+    TYPE: ClassVar[str] = "turn.timings"
+    turn_id: str
+    kind: str = ""
+    stages: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True)
@@ -245,7 +284,8 @@ class AudioFrame(Message):
 
 @dataclass(kw_only=True)
 class AudioChunk(Message):
-    """Agent audio on ``call:{id}:audio:out``; ``last`` closes the turn."""
+    """Agent audio on ``call:{id}:audio:out``; ``last`` closes the turn. A turn whose first chunk is
+    not ``interruptible`` plays out whatever the caller says."""
 
     TYPE: ClassVar[str] = "audio.chunk"
     turn_id: str
@@ -253,17 +293,20 @@ class AudioChunk(Message):
     pcm: bytes = b""
     sample_rate: int = 8000
     last: bool = False
+    interruptible: bool = True
 
 
 @dataclass(kw_only=True)
 class SayText(Message):
-    """Text to speak on ``call:{id}:say``; ``last`` closes the turn."""
+    """Text to speak on ``call:{id}:say``; ``last`` closes the turn; ``interruptible`` goes on to
+    the turn's audio."""
 
     TYPE: ClassVar[str] = "say"
     turn_id: str
     seq: int
     text: str = ""
     last: bool = False
+    interruptible: bool = True
 
 
 # ------------------------------------------------------------------ sessions (sessions:{role})
@@ -343,7 +386,20 @@ class SendDtmf(Message):
 
 @dataclass(kw_only=True)
 class StopPlayback(Message):
+    """Stop a turn (empty: every turn). ``reason`` ``barge_in`` cuts a paused turn as a barge-in
+    (``barge_in`` with the milliseconds played, then ``turn.cancelled``); any other reason is a plain
+    stop."""
+
     TYPE: ClassVar[str] = "playback.stop"
+    turn_id: str = ""
+    reason: str = ""
+
+
+@dataclass(kw_only=True)
+class ResumePlayback(Message):
+    """Play a paused turn on from where it paused."""
+
+    TYPE: ClassVar[str] = "playback.resume"
     turn_id: str = ""
 
 

@@ -43,3 +43,32 @@ class BargeInDetector:
             self.reset()
             return True
         return False
+
+
+class CallerActivity:
+    """Whether the caller is speaking now, for holding back a turn that has not started yet.
+
+    It switches on after ``start_frames`` speech frames in a row and off after ``stop_frames``
+    non-speech frames in a row. It reacts faster than the speech events (which wait for the
+    minimum speech before they say anything), because a reply must not begin over a caller who has
+    just started a word; and it lets go after a short silence, because a held reply adds that
+    silence to the turn latency.
+    """
+
+    __slots__ = ("start_frames", "stop_frames", "speaking", "_run")
+
+    def __init__(self, start_frames: int = 2, stop_frames: int = 8) -> None:
+        self.start_frames = start_frames
+        self.stop_frames = stop_frames
+        self.speaking = False
+        self._run = 0  # frames in a row that contradict ``speaking``
+
+    def feed(self, speech: bool) -> bool:
+        if speech is self.speaking:
+            self._run = 0
+            return self.speaking
+        self._run += 1
+        if self._run >= (self.stop_frames if self.speaking else self.start_frames):
+            self.speaking = speech
+            self._run = 0
+        return self.speaking

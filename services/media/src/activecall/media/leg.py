@@ -26,7 +26,7 @@ from typing import Final, Protocol
 import numpy as np
 
 from activecall.config import MediaSettings
-from activecall.media.bargein import BargeInDetector
+from activecall.media.bargein import BargeInDetector, CallerActivity
 from activecall.media.dtmf import DtmfError, DtmfPacket, DtmfReceiver, DtmfSender, digit_to_event
 from activecall.media.g711 import CODECS_BY_NAME, CODECS_BY_PAYLOAD_TYPE, PCMU, G711Codec
 from activecall.media.jitterbuffer import Concealment, JitterBuffer, conceal_pcm16
@@ -196,6 +196,8 @@ class Leg:
         )
         self.barge_in = BargeInDetector(settings.barge_in_guard_ms, settings.barge_in_min_speech_ms, FRAME_MS)
         self.barge_in_enabled = True
+        self.activity = CallerActivity()
+        self._paused_at = 0.0  # when caller speech paused the playing turn
         self.recorder: StereoRecorder | None = None
         self._last_pcm: bytes | None = None  # PCM16 of the last frame played, for concealment
         self._frames_out = 0
@@ -359,9 +361,10 @@ class Leg:
 
     def _dtmf_received(self, digit: str, duration: int) -> None:
         STATS.dtmf_in += 1
+        self._speech_ended = time.monotonic()  # a key press is the caller's turn: the answer is timed from it
         # A key press is deliberate, so no guard time: it cuts a menu prompt at once, as callers expect.
-        if self.barge_in_enabled and self.playout.barge_in():
-            STATS.barge_ins += 1
+        if self.barge_in_enabled and (self.playout.current is None or self.playout.current.interruptible):
+            self.cut_for_caller()
         self._emit(DtmfReceived(digit=digit, duration_ms=duration * 1000 // CLOCK_RATE))
 
     def on_rtcp(self, data: bytes, addr: Address) -> None:
@@ -529,12 +532,19 @@ class Leg:
                 if isinstance(event, SpeechStarted):
                     self._emit(SpeechStartedEvent(at_ms=at_ms))
                 else:
-                    # The detector confirms the end of speech some silence after it happened.
-                    self._speech_ended = time.monotonic() - (event.detected_ms - event.time_ms) / 1000
+                    # The detector confirms the end of speech some silence after it happened, and the
+                    # frame played out of the jitter buffer its delay after it arrived: the turn latency
+                    # runs from the arrival of the caller's last speech, as the caller lives it.
+                    silence_s = (event.detected_ms - event.time_ms) / 1000
+                    self._speech_ended = time.monotonic() - silence_s - self.jitter.delay
                     self._emit(SpeechStopped(at_ms=at_ms))
-            playing_ms = self.playout.playing_ms() if self.barge_in_enabled else None
-            if self.barge_in.feed(self._vad.last, playing_ms) and self.playout.barge_in():
-                STATS.barge_ins += 1
+            speech = self._vad.last
+            playout = self.playout
+            playout.hold = self.activity.feed(speech)
+            playing_ms = playout.playing_ms() if self.barge_in_enabled else None
+            if self.barge_in.feed(speech, playing_ms) and playout.pause() is not None:
+                self._paused_at = time.monotonic()
+                STATS.pauses += 1
         if self.recorder is not None:
             self.recorder.caller(np.frombuffer(pcm, dtype=np.int16))
         self._publish_frame(pcm)
@@ -557,6 +567,16 @@ class Leg:
 
     def tick_slow(self, now: float) -> None:
         self._sync_jitter_counters()
+        if (
+            self.playout.paused is not None
+            and now - self._paused_at >= self.settings.barge_in_pause_max_ms / 1000
+        ):
+            # Nobody decided (the conversation's worker is gone): a caller still talking has the floor,
+            # one who fell silent hears the agent go on.
+            if self.activity.speaking:
+                self.cut_for_caller()
+            else:
+                self.playout.resume("")
         if self.ready and self.receiving and not self.timed_out:
             idle = now - self.last_rx
             if idle >= self.settings.rtp_timeout:
@@ -607,6 +627,13 @@ class Leg:
         min_speech = settings.barge_in_min_speech_ms if min_speech_ms < 0 else min_speech_ms
         self.barge_in = BargeInDetector(guard, min_speech, self.barge_in.frame_ms)
         self.barge_in_enabled = enabled
+
+    def cut_for_caller(self) -> bool:
+        """Stop the playing (or paused) turn and those queued behind it: the caller took the floor."""
+        if self.playout.barge_in() is None:
+            return False
+        STATS.barge_ins += 1
+        return True
 
     def start_recording(self, path: Path) -> None:
         if self.recorder is not None:

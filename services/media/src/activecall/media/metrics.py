@@ -71,6 +71,7 @@ class MediaStats:
         self.jitter_late = 0
         self.jitter_lost = 0
         self.barge_ins = 0
+        self.pauses = 0
         self.timeouts = 0
         self.dtmf_in = 0
         self.dtmf_out = 0
@@ -129,6 +130,9 @@ class _StatsCollector(Collector):
         )
         yield _counter(
             "activecall_media_barge_ins", "Turns stopped by caller speech or a key press", s.barge_ins
+        )
+        yield _counter(
+            "activecall_media_pauses", "Turns paused by caller speech (resumed or cut later)", s.pauses
         )
         yield _counter("activecall_media_timeouts", "Legs that received no RTP for rtp_timeout", s.timeouts)
         dtmf = CounterMetricFamily("activecall_media_dtmf_digits", "DTMF digits", labels=["direction"])

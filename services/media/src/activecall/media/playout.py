@@ -7,8 +7,12 @@ runs dry before its ``last`` chunk leaves a gap of silence; the next audio frame
 talkspurt (RTP marker bit, RFC 3551 section 4.1).
 
 Events, in the order they happen: ``PlaybackStarted`` when a turn's first frame is taken;
-``BargeIn`` and ``TurnCancelled`` when a turn is cut; ``PlaybackFinished`` (with the milliseconds
-played) when a started turn ends, however it ends.
+``PlaybackPaused`` and ``PlaybackResumed`` when caller speech pauses the playing turn and the
+conversation lets it go on; ``BargeIn`` and ``TurnCancelled`` when a turn is cut;
+``PlaybackFinished`` (with the milliseconds played) when a started turn ends, however it ends.
+
+Two rules keep the agent from talking over the caller: while ``hold`` is set (the caller is
+speaking) no turn starts, and a paused turn sends silence until it is resumed or cut.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from activecall.media.resample import Resampler
-from activecall.messages import BargeIn, Message, PlaybackFinished, PlaybackStarted, TurnCancelled
+from activecall.messages import (
+    BargeIn,
+    Message,
+    PlaybackFinished,
+    PlaybackPaused,
+    PlaybackResumed,
+    PlaybackStarted,
+    TurnCancelled,
+)
 
 SAMPLE_RATE: Final = 8000
 FRAME_SAMPLES: Final = 160
@@ -38,6 +50,7 @@ class Turn:
     started: bool = False
     played_samples: int = 0
     resampler: Resampler | None = None
+    interruptible: bool = True
 
     @property
     def available(self) -> int:
@@ -71,6 +84,8 @@ class Playout:
         self._turns: OrderedDict[str, Turn] = OrderedDict()
         self._closed: OrderedDict[str, None] = OrderedDict()
         self._silent = True
+        self.hold = False  # the caller is speaking: no turn may start
+        self.paused: Turn | None = None
 
     @property
     def current(self) -> Turn | None:
@@ -78,22 +93,28 @@ class Playout:
         return next(iter(self._turns.values()), None)
 
     def playing_ms(self) -> int | None:
-        """Milliseconds of the current turn already played, or None when no turn is playing."""
+        """Milliseconds of the current turn already played, or None when no turn is playing that
+        caller speech may pause (none started, it is paused already, or it is not interruptible)."""
         if not self._turns:  # the usual case, asked for every caller frame
             return None
         turn = self.current
-        return turn.played_ms if turn is not None and turn.started else None
+        if turn is None or not turn.started or not turn.interruptible or turn is self.paused:
+            return None
+        return turn.played_ms
 
     def queued(self) -> list[str]:
         return list(self._turns)
 
-    def add_chunk(self, turn_id: str, seq: int, pcm: bytes, sample_rate: int, last: bool) -> bool:
-        """Take one chunk; False when it is a duplicate or belongs to a finished or cancelled turn."""
+    def add_chunk(
+        self, turn_id: str, seq: int, pcm: bytes, sample_rate: int, last: bool, interruptible: bool = True
+    ) -> bool:
+        """Take one chunk; False when it is a duplicate or belongs to a finished or cancelled turn.
+        The first chunk of a turn says whether caller speech may pause it."""
         if turn_id in self._closed:
             return False
         turn = self._turns.get(turn_id)
         if turn is None:
-            turn = self._turns[turn_id] = Turn(turn_id)
+            turn = self._turns[turn_id] = Turn(turn_id, interruptible=interruptible)
         elif seq <= turn.last_seq or turn.complete:
             return False
         turn.last_seq = seq
@@ -120,8 +141,12 @@ class Playout:
             self.marker = False
             return None
         while (turn := self.current) is not None:
+            if turn is self.paused:
+                break
             if turn.available >= FRAME_BYTES or (turn.complete and turn.available > 0):
                 if not turn.started:
+                    if self.hold:
+                        break
                     turn.started = True
                     self.emit(PlaybackStarted(turn_id=turn.turn_id))
                 self.marker = self._silent
@@ -151,6 +176,25 @@ class Playout:
     def cancel_all(self, reason: str) -> int:
         return sum(self.cancel(turn_id, reason) for turn_id in list(self._turns))
 
+    def pause(self) -> PlaybackPaused | None:
+        """Pause the playing turn for caller speech; it keeps its place and what is queued behind it."""
+        turn = self.current
+        if turn is None or not turn.started or turn is self.paused:
+            return None
+        self.paused = turn
+        event = PlaybackPaused(turn_id=turn.turn_id, played_ms=turn.played_ms)
+        self.emit(event)
+        return event
+
+    def resume(self, turn_id: str) -> bool:
+        """Play the paused turn on (``turn_id`` empty: whichever is paused); False if it is not paused."""
+        turn = self.paused
+        if turn is None or (turn_id and turn.turn_id != turn_id):
+            return False
+        self.paused = None
+        self.emit(PlaybackResumed(turn_id=turn.turn_id, played_ms=turn.played_ms))
+        return True
+
     def barge_in(self) -> BargeIn | None:
         """Cut the playing turn, and the turns queued behind it, for caller speech."""
         turn = self.current
@@ -162,6 +206,8 @@ class Playout:
         return event
 
     def _close(self, turn: Turn) -> None:
+        if turn is self.paused:
+            self.paused = None
         del self._turns[turn.turn_id]
         self._remember(turn.turn_id)
 

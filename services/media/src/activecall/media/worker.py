@@ -39,6 +39,7 @@ from activecall.messages import (
     LegUpdate,
     Message,
     PlayAudio,
+    ResumePlayback,
     SendDtmf,
     StartRecording,
     StopPlayback,
@@ -249,7 +250,9 @@ class MediaWorker:
         chunk = entry.message
         leg = self.by_call.get(self._stream_call[entry.stream])
         if isinstance(chunk, AudioChunk) and leg is not None:
-            leg.playout.add_chunk(chunk.turn_id, chunk.seq, chunk.pcm, chunk.sample_rate, chunk.last)
+            leg.playout.add_chunk(
+                chunk.turn_id, chunk.seq, chunk.pcm, chunk.sample_rate, chunk.last, chunk.interruptible
+            )
 
     async def _on_control(self, message: Message) -> None:
         try:
@@ -300,7 +303,7 @@ class MediaWorker:
             sink=self.writer,
             vad=self.vad_factory(),
             cname=f"{self.worker_id}/{msg.leg_id}",
-            speech_stop_ms=self.config.asr.endpoint_silence_ms,
+            speech_stop_ms=self.settings.speech_stop_ms,
         )
         loop = asyncio.get_running_loop()
         run_if_due = self.pacer.run_if_due
@@ -380,10 +383,16 @@ class MediaWorker:
             except LegError as exc:
                 leg.report_error(f"dtmf: {exc}")
         elif isinstance(message, StopPlayback):
-            if message.turn_id:
+            if message.reason == "barge_in":
+                current = leg.playout.current
+                if current is not None and current.turn_id == message.turn_id:
+                    leg.cut_for_caller()
+            elif message.turn_id:
                 leg.playout.cancel(message.turn_id, "stopped")
             else:
                 leg.playout.cancel_all("stopped")
+        elif isinstance(message, ResumePlayback):
+            leg.playout.resume(message.turn_id)
         elif isinstance(message, BargeInPolicy):
             leg.set_barge_in(message.enabled, message.guard_ms, message.min_speech_ms)
         elif isinstance(message, StartRecording):
