@@ -7,7 +7,6 @@ from llm_harness import MEDIA, GatedServer, Harness, sample, wait_for, wait_samp
 
 from activecall.llm.history import CALL_ANSWERED_NOTE
 from activecall.llm.providers.anthropic import SENDS_TEMPERATURE
-from activecall.llm.turns import APOLOGY
 from activecall.messages import (
     BargeIn,
     CallEnded,
@@ -20,6 +19,7 @@ from activecall.messages import (
     TurnCancelled,
     TurnStarted,
 )
+from activecall.sentences import APOLOGY
 from activecall.testing.anthropic_server import (
     FakeAnthropicServer,
     Hang,

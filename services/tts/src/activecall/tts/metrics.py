@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 from activecall.metrics import LATENCY_BUCKETS
 
@@ -18,4 +18,11 @@ AUDIO_SECONDS = Counter("activecall_tts_audio_seconds_total", "Seconds of speech
 CACHE = Counter("activecall_tts_cache_lookups_total", "Phrase cache lookups", ["result"])
 TURNS_CANCELLED = Counter(
     "activecall_tts_turns_cancelled_total", "Pieces whose synthesis a cancellation stopped"
+)
+PRESYNTHESIZED = Counter(
+    "activecall_tts_presynthesized_phrases_total",
+    "Fixed playbook phrases synthesized ahead of calls (at start-up and when a playbook changes)",
+)
+PINNED = Gauge(
+    "activecall_tts_cache_pinned_entries", "Phrase cache entries pinned by pre-synthesis (never evicted)"
 )

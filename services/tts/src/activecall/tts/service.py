@@ -7,7 +7,9 @@ derived from the piece's own (``seq * 1000 + i``), so a worker that takes a call
 piece again produces the same (turn_id, seq) pairs, which the media worker plays once.
 
 A ``turn.cancelled`` or ``barge_in`` event drops the queued text of that turn and stops its synthesis.
-A phrase cache keyed by (engine, voice, text, rate) makes repeated greetings free.
+A phrase cache keyed by (engine, voice, text, rate) makes repeated greetings free. Before the service
+takes sessions, and whenever a playbook changes, the playbooks' fixed phrases are synthesised into it
+and pinned there (:mod:`activecall.tts.presynthesis`), so even the first call's greeting is a hit.
 """
 
 from __future__ import annotations
@@ -25,36 +27,60 @@ from activecall.service import Runtime, SessionService
 from activecall.sessions import SessionContext
 from activecall.tts import metrics
 from activecall.tts.engines import TtsEngine, create_tts_engine
+from activecall.tts.presynthesis import CacheKey, Presynthesizer
 
 log = logging.getLogger("activecall.tts")
 
 CHUNK_MS = 200
 SEQ_STRIDE = 1000
+ENGINE_THREADS = 2
 
 
 class PhraseCache:
-    """A small LRU of synthesized phrases at a given rate."""
+    """A small LRU of synthesized phrases at a given rate, plus pinned entries (the playbooks' fixed
+    phrases) that the LRU never evicts and that do not count against ``entries``."""
 
     def __init__(self, entries: int) -> None:
         self.entries = entries
-        self._items: OrderedDict[tuple[str, str, str, int], bytes] = OrderedDict()
+        self._items: OrderedDict[CacheKey, bytes] = OrderedDict()
+        self._pinned: dict[CacheKey, bytes] = {}
 
-    def get(self, key: tuple[str, str, str, int]) -> bytes | None:
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-            metrics.CACHE.labels("hit").inc()
-        else:
-            metrics.CACHE.labels("miss").inc()
+    def get(self, key: CacheKey) -> bytes | None:
+        value = self._pinned.get(key)
+        if value is None:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+        metrics.CACHE.labels("miss" if value is None else "hit").inc()
         return value
 
-    def put(self, key: tuple[str, str, str, int], pcm: bytes) -> None:
-        if self.entries <= 0:
+    def peek(self, key: CacheKey) -> bytes | None:
+        """The entry without counting a lookup or refreshing its place in the LRU."""
+        value = self._pinned.get(key)
+        return value if value is not None else self._items.get(key)
+
+    def put(self, key: CacheKey, pcm: bytes) -> None:
+        if self.entries <= 0 or key in self._pinned:
             return
         self._items[key] = pcm
         self._items.move_to_end(key)
         while len(self._items) > self.entries:
             self._items.popitem(last=False)
+
+    def pin(self, key: CacheKey, pcm: bytes) -> None:
+        self._items.pop(key, None)
+        self._pinned[key] = pcm
+        metrics.PINNED.set(len(self._pinned))
+
+    def unpin(self, key: CacheKey) -> None:
+        """Make a pinned entry an ordinary one again (the newest in the LRU)."""
+        pcm = self._pinned.pop(key, None)
+        metrics.PINNED.set(len(self._pinned))
+        if pcm is not None:
+            self.put(key, pcm)
+
+    def pinned_keys(self) -> frozenset[CacheKey]:
+        return frozenset(self._pinned)
 
 
 class TtsService(SessionService):
@@ -67,31 +93,57 @@ class TtsService(SessionService):
         self.engine_name = settings.engine
         self.voice = settings.voice
         self.cache = PhraseCache(settings.cache_entries)
-        self.executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="tts")
+        self.executor = ThreadPoolExecutor(max_workers=ENGINE_THREADS, thread_name_prefix="tts")
+        self.presynthesizer: Presynthesizer | None = None
+        if settings.presynthesize:
+            self.presynthesizer = Presynthesizer(
+                self.cache,
+                self.cache_key,
+                self.synthesize_at,
+                runtime.config.playbooks.dirs,
+                settings.presynthesize_max,
+            )
+        self._poller: asyncio.Task[None] | None = None
 
     def session_capacity(self) -> int:
         return self.runtime.config.tts.capacity
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.warm_up)
+        if self.presynthesizer is not None:
+            # Before any session (the first call's greeting must not wait for the engine), on every
+            # engine thread: no call needs them yet.
+            await self.presynthesizer.refresh(workers=ENGINE_THREADS)
+            self._poller = asyncio.create_task(self.presynthesizer.run(), name="tts-presynthesis")
         await super().start()
 
     async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            await asyncio.gather(self._poller, return_exceptions=True)
         await super().stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
+    def cache_key(self, text: str, rate: int) -> CacheKey:
+        return (self.engine_name, self.voice, text, rate)
+
     async def speech(self, text: str, rate: int) -> bytes:
         """The text spoken at ``rate`` Hz, from the cache or the engine."""
-        key = (self.engine_name, self.voice, text, rate)
+        key = self.cache_key(text, rate)
         cached = self.cache.get(key)
         if cached is not None:
             return cached
+        pcm = await self.synthesize_at(text, rate)
+        self.cache.put(key, pcm)
+        return pcm
+
+    async def synthesize_at(self, text: str, rate: int) -> bytes:
+        """The text spoken at ``rate`` Hz by the engine (no cache)."""
         started = time.perf_counter()
         native = await asyncio.get_running_loop().run_in_executor(self.executor, self._synthesize, text)
         pcm = resample(native, self.engine.sample_rate, rate)
         metrics.SYNTHESIS_SECONDS.inc(time.perf_counter() - started)
         metrics.AUDIO_SECONDS.inc(len(native) / 2 / self.engine.sample_rate)
-        self.cache.put(key, pcm)
         return pcm
 
     def _synthesize(self, text: str) -> bytes:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from activecall.llm.sentences import SentenceSplitter, is_sentence_end
+from activecall.sentences import SentenceSplitter, is_sentence_end
 
 CASES = [
     ("Hello there. How are you?", ["Hello there.", "How are you?"]),

@@ -14,6 +14,11 @@ after that whitespace before deciding, because the decision depends on it:
 Decisions never depend on how the text was cut into deltas: feeding it in one piece or one character
 at a time gives the same sentences. A run of more than ``max_chars`` without an end is cut at the last
 comma, semicolon or colon (else the last space), so a model that never stops a sentence still speaks.
+
+The llm sends a text known in full (greeting, rule answer, follow-up, fallback, DTMF line) as the
+``say`` pieces :func:`split_text` gives, and :data:`APOLOGY` as one piece; the tts pre-synthesises
+the fixed phrases of the playbooks with the same function, so its phrase cache holds exactly the
+pieces that will arrive. Both sides use this module so they cannot drift apart.
 """
 
 from __future__ import annotations
@@ -38,6 +43,9 @@ MAY_END: Final = frozenset(
     {"etc", "inc", "ltd", "co", "corp", "llc", "a.m", "p.m", "u.s", "u.k", "min", "max"}
 )
 _SOFT_BREAKS: Final = (", ", "; ", ": ")
+# Said by the llm, as a single ``say`` piece, when a turn's model request fails before anything was
+# said. One piece, not split: the tts pre-synthesises it whole.
+APOLOGY: Final = "Sorry, I'm having trouble answering right now. Could you say that again?"
 
 
 class SentenceSplitter:
@@ -127,6 +135,16 @@ class SentenceSplitter:
                 return at + 1
         at = head.rfind(" ")
         return at if at > 0 else self.max_chars
+
+
+def split_text(text: str) -> list[str]:
+    """A text known in full as the ``say`` pieces the llm sends for it: its sentences, stripped, in
+    order (none for a blank text). Streaming the same text through a :class:`SentenceSplitter` in
+    any deltas and flushing gives the same list."""
+    splitter = SentenceSplitter()
+    sentences = splitter.feed(text)
+    rest = splitter.flush()
+    return [*sentences, rest] if rest else sentences
 
 
 def is_sentence_end(before: str, run: str, next_char: str) -> bool:
