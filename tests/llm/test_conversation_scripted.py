@@ -11,6 +11,7 @@ from activecall.messages import (
     DtmfReceived,
     Hangup,
     PlaybackFinished,
+    PlaybackStarted,
     SpeechStarted,
     SpeechStopped,
     TranscriptFinal,
@@ -30,7 +31,10 @@ async def utterance(harness: Harness, text: str) -> str:
 
 
 async def spoken(harness: Harness, turn_id: str) -> str:
-    return " ".join(text for _, text, _ in await harness.wait_closed("c1", turn_id) if text)
+    """The turn's text once it is said in full; the caller hears it (as the media worker reports)."""
+    pieces = await harness.wait_closed("c1", turn_id)
+    await harness.emit("c1", PlaybackStarted(turn_id=turn_id))
+    return " ".join(text for _, text, _ in pieces if text)
 
 
 async def test_the_ivr_example_runs_on_keys_and_words(harness: Harness) -> None:

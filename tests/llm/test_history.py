@@ -68,8 +68,8 @@ async def test_the_store_commits_loads_rewrites_and_finishes(bus: Bus) -> None:
     state = CallState(scene="billing", variables={"name": "Ada"}, greeted=True, started_at=12.5)
     state.pending_end = EndAction("transfer", turn_id="t1", target="sip:a@b")
     first = [user_message("hi"), assistant_message("t1", [(0, "Hello.")])]
-    await store.commit(first, state, "1-0")  # type: ignore[arg-type]
-    await store.commit([], state, "2-0")
+    await store.commit(first, state, ["1-0"])  # type: ignore[arg-type]
+    await store.commit([], state, ["2-0"])
     history, loaded, answered = await store.load()
     assert history == first
     assert loaded == state

@@ -12,6 +12,7 @@ from activecall.messages import (
     Message,
     SayText,
     SessionStart,
+    TranscriptFinal,
     UnknownMessage,
     decode,
     known_types,
@@ -25,19 +26,30 @@ SAMPLES: dict[str, dict[str, object]] = {
     "speech.started": {"at_ms": 1200},
     "speech.stopped": {"at_ms": 2400},
     "transcript.partial": {"text": "hello"},
-    "transcript.final": {"text": "hello there", "confidence": 0.9, "utterance": 2},
+    "transcript.final": {
+        "text": "hello there",
+        "confidence": 0.9,
+        "utterance": 2,
+        "speech_end_ms": 4400,
+        "decided_ts": 1700000000.5,
+        "eot": "complete",
+    },
     "turn.started": {"turn_id": "t1", "text": "Hi"},
     "turn.cancelled": {"turn_id": "t1", "reason": "barge_in"},
     "playback.started": {"turn_id": "t1"},
     "playback.finished": {"turn_id": "t1", "played_ms": 2000},
+    "playback.paused": {"turn_id": "t1", "played_ms": 900},
+    "playback.resumed": {"turn_id": "t1", "played_ms": 900},
+    "playback.resume": {"turn_id": "t1"},
+    "turn.timings": {"turn_id": "t1", "kind": "speech", "stages": {"end_of_turn": 310, "first_packet": 480}},
     "barge_in": {"turn_id": "t1", "played_ms": 740},
     "dtmf": {"digit": "5", "duration_ms": 240},
     "media.timeout": {"idle_s": 30.0},
     "transfer.requested": {"target": "tel:+15550003"},
     "call.error": {"source": "asr", "error": "boom"},
     "audio.frame": {"pcm": b"\x00\x01" * 160, "seq": 7, "at_ms": 140},
-    "audio.chunk": {"turn_id": "t1", "seq": 3, "pcm": b"\x01\x02" * 80, "last": True},
-    "say": {"turn_id": "t1", "seq": 0, "text": "Hello.", "last": False},
+    "audio.chunk": {"turn_id": "t1", "seq": 3, "pcm": b"\x01\x02" * 80, "last": True, "interruptible": False},
+    "say": {"turn_id": "t1", "seq": 0, "text": "Hello.", "last": False, "interruptible": False},
     "session.start": {"role": "llm", "playbook": "greeting.md", "variables": {"X-Twilio-CallSid": "CA1"}},
     "leg.open": {"leg_id": "l1", "srtp": True, "reply_to": "r"},
     "leg.opened": {"leg_id": "l1", "worker": "media-1", "address": "127.0.0.1", "port": 12000},
@@ -45,7 +57,7 @@ SAMPLES: dict[str, dict[str, object]] = {
     "leg.close": {"leg_id": "l1"},
     "ack": {"ok": False, "error": "no such leg"},
     "dtmf.send": {"digits": "12#"},
-    "playback.stop": {"turn_id": "t1"},
+    "playback.stop": {"turn_id": "t1", "reason": "barge_in"},
     "recording.start": {"path": "/tmp/r.wav"},
     "call.hangup": {"reason": "tool", "by": "llm"},
     "call.transfer": {"target": "sip:+1555@trunk.pstn.twilio.com"},
@@ -80,7 +92,38 @@ def test_envelope_fields_are_on_the_wire() -> None:
         "seq": 2,
         "text": "Hi",
         "last": False,
+        "interruptible": True,
     }
+
+
+def test_entries_of_an_older_writer_take_the_new_fields_defaults() -> None:
+    """A say piece or an audio chunk from before ``interruptible`` may be cut; a final from before
+    the turn detector has no end-of-turn fields."""
+    old_say = {
+        "v": 1,
+        "type": "say",
+        "call_id": "c",
+        "ts": 1.0,
+        "turn_id": "t",
+        "seq": 0,
+        "text": "Hi",
+        "last": True,
+    }
+    old_final = {
+        "v": 1,
+        "type": "transcript.final",
+        "call_id": "c",
+        "ts": 1.0,
+        "text": "hello",
+        "utterance": 1,
+    }
+    say, final = decode(msgpack.packb(old_say)), decode(msgpack.packb(old_final))
+    assert isinstance(say, SayText) and say.interruptible is True
+    assert isinstance(final, TranscriptFinal) and (final.speech_end_ms, final.decided_ts, final.eot) == (
+        0,
+        0.0,
+        "",
+    )
 
 
 def test_golden_bytes_of_an_audio_frame() -> None:

@@ -743,3 +743,24 @@ def test_unsafe_yaml_tags_are_refused() -> None:
 def test_crlf_and_bom_are_accepted() -> None:
     pb = parse_playbook("\ufeff---\r\ngreeting: hi\r\n---\r\n# Scene: a\r\nText\r\n", "w.md")
     assert (pb.greeting, pb.scene_names, pb.start_scene.text) == ("hi", ("a",), "Text")
+
+
+def test_backchannels_and_uninterruptible_prompts() -> None:
+    pb = parse_playbook(
+        doc(
+            """
+            ---
+            interruption:
+              backchannels: [vale, "de acuerdo"]
+              uninterruptible: [greeting, final]
+            ---
+            """
+        ),
+        "pb.md",
+    )
+    assert pb.interruption.backchannels == ("vale", "de acuerdo")
+    assert pb.interruption.uninterruptible == ("greeting", "final")
+    assert parse_playbook(doc("---\ngreeting: Hi\n---\n"), "pb.md").interruption.backchannels is None
+    assert messages("---\ninterruption:\n  uninterruptible: [greeting, intro]\n---\n") == [
+        "pb.md:3: interruption.uninterruptible[1]: 'intro' is not one of greeting, answer, dtmf, follow_up, final"
+    ]

@@ -47,6 +47,8 @@ DTMF_DIGITS: Final = frozenset("0123456789*#ABCD")
 LLM_PROVIDERS: Final = ("anthropic", "scripted", "auto")
 ASR_ENGINES: Final = ("auto", "vosk", "pocketsphinx")
 TTS_ENGINES: Final = ("piper", "coqui")
+TURN_DETECTORS: Final = ("smart_turn", "text", "silence")
+VAD_ENGINES: Final = ("webrtc", "silero")
 DTMF_ACTIONS: Final = ("goto", "transfer", "hangup", "say")
 RULE_ACTIONS: Final = ("hangup", "transfer", "goto")
 # Names every call defines; a playbook variable may not shadow them.
@@ -119,11 +121,40 @@ class TtsSettings:
 
 @dataclass(frozen=True)
 class Interruption:
-    """Barge-in: ``None`` leaves guard and minimum speech to the ``[media]`` config."""
+    """Barge-in: ``None`` leaves guard and minimum speech to the ``[media]`` config.
+
+    ``backchannels`` are the words that pause the agent without stopping it ("uh-huh", "okay"; None:
+    :data:`DEFAULT_BACKCHANNELS`); ``uninterruptible`` names the prompts that play out whatever the
+    caller says (of :data:`PROMPT_KINDS`)."""
 
     enabled: bool = True
     guard_ms: int | None = None
     min_speech_ms: int | None = None
+    backchannels: tuple[str, ...] | None = None
+    uninterruptible: tuple[str, ...] = ()
+
+
+# What a caller says to show they are listening, not to take the turn.
+# ("yes" is not one: over the end of a question it is the answer.)
+DEFAULT_BACKCHANNELS: Final = (
+    "uh-huh", "mm-hmm", "mhm", "mm", "hmm", "uh", "um", "ah", "oh", "okay", "ok", "yeah", "yep",
+    "right", "alright", "all right", "i see", "got it",
+)  # fmt: skip
+# The agent's prompts by kind: the greeting, answers to speech or keys, follow-ups and the last line.
+PROMPT_KINDS: Final = ("greeting", "answer", "dtmf", "follow_up", "final")
+
+
+@dataclass(frozen=True)
+class TurnSettings:
+    """End of the caller's turn (docs/turns.md): ``None`` leaves a key to the ``[asr]`` config."""
+
+    turn_detector: str | None = None
+    vad: str | None = None
+    pause_ms: int | None = None
+    complete_silence_ms: int | None = None
+    incomplete_silence_ms: int | None = None
+    max_silence_ms: int | None = None
+    endpoint_silence_ms: int | None = None
 
 
 @dataclass(frozen=True)
@@ -190,6 +221,7 @@ class Playbook:
     asr: AsrSettings = field(default_factory=AsrSettings)
     tts: TtsSettings = field(default_factory=TtsSettings)
     interruption: Interruption = field(default_factory=Interruption)
+    turn: TurnSettings = field(default_factory=TurnSettings)
     dtmf: Mapping[str, DtmfAction] = field(default_factory=dict)
     variables: Mapping[str, Any] = field(default_factory=dict)
     follow_up: FollowUp | None = None
@@ -708,10 +740,32 @@ _TTS_SPEC: Final[Mapping[str, _Converter]] = {
     "voice": _string,
     "speed": _number(0.0, 4.0, above=True),
 }
+
+
+def _prompt_kinds(src: _Source, node: yaml.Node, path: str) -> tuple[str, ...] | None:
+    kinds = _string_list(src, node, path)
+    for i, kind in enumerate(kinds or ()):
+        if kind not in PROMPT_KINDS:
+            assert isinstance(node, yaml.SequenceNode)
+            src.fail(node.value[i], f"{path}[{i}]: {kind!r} is not one of {', '.join(PROMPT_KINDS)}")
+    return kinds
+
+
 _INTERRUPTION_SPEC: Final[Mapping[str, _Converter]] = {
     "enabled": _boolean,
     "guard_ms": _integer(0),
     "min_speech_ms": _integer(0),
+    "backchannels": _string_list,
+    "uninterruptible": _prompt_kinds,
+}
+_TURN_SPEC: Final[Mapping[str, _Converter]] = {
+    "turn_detector": _choice(TURN_DETECTORS),
+    "vad": _choice(VAD_ENGINES),
+    "pause_ms": _integer(1),
+    "complete_silence_ms": _integer(1),
+    "incomplete_silence_ms": _integer(1),
+    "max_silence_ms": _integer(1),
+    "endpoint_silence_ms": _integer(1),
 }
 _FOLLOW_UP_SPEC: Final[Mapping[str, _Converter]] = {
     "timeout_s": _number(0.0, above=True),
@@ -835,6 +889,7 @@ _TOP_SPEC: Final[Mapping[str, _Converter]] = {
     "asr": _section(AsrSettings, _ASR_SPEC),
     "tts": _section(TtsSettings, _TTS_SPEC),
     "interruption": _section(Interruption, _INTERRUPTION_SPEC),
+    "turn": _section(TurnSettings, _TURN_SPEC),
     "dtmf": _dtmf_actions,
     "variables": _variables,
     "follow_up": _section(FollowUp, _FOLLOW_UP_SPEC),

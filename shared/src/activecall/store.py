@@ -127,9 +127,25 @@ class CallStore:
         """Record one timing (an epoch time or a duration in seconds)."""
         await self.redis.hset(self.keys.call_stream(call_id, "timings"), name, repr(value))
 
+    async def set_timings(self, call_id: str, timings: dict[str, float]) -> None:
+        """Record several timings in one write."""
+        if timings:
+            mapping = {name: repr(value) for name, value in timings.items()}
+            await self.redis.hset(self.keys.call_stream(call_id, "timings"), mapping=mapping)  # type: ignore[arg-type]
+
     async def append_transcript(self, call_id: str, speaker: str, text: str, at: float | None = None) -> None:
         line = json.dumps({"speaker": speaker, "text": text, "at": at or time.time()})
         await self.redis.rpush(self.keys.call_stream(call_id, "transcript"), line)
+
+    async def drop_transcript_tail(self, call_id: str, lines: list[tuple[str, str]]) -> None:
+        """Remove the last transcript lines if they are ``lines`` (speaker, text): words taken back."""
+        if not lines:
+            return
+        key = self.keys.call_stream(call_id, "transcript")
+        tail = await self.redis.lrange(key, -len(lines), -1)
+        said = [(json.loads(raw)["speaker"], json.loads(raw)["text"]) for raw in tail]
+        if said == lines:
+            await self.redis.ltrim(key, 0, -len(lines) - 1)
 
     async def get(self, call_id: str) -> CallRecord | None:
         pipe = self.redis.pipeline(transaction=False)

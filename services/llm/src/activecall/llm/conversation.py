@@ -4,8 +4,15 @@ The session reads the call's events stream from its cursor and acts on it:
 
 - ``transcript.final``: an answer from the provider; ``dtmf``: the playbook's key actions, else the
   provider. These are answered one at a time, in order, each as a turn (:mod:`activecall.llm.turns`).
+  One caller turn gets one reply: finals that arrive before the reply was heard are merged into one
+  request, and a reply not yet heard when the caller speaks again is taken back and merged with what
+  follows (:meth:`Conversation._hold`).
+- ``playback.paused``: the caller spoke over the agent; their words decide whether it goes on
+  (``playback.resume``: a backchannel or a noise) or stops (``playback.stop``, then ``barge_in``)
+  (:mod:`activecall.llm.floor`).
 - ``barge_in``: the turn being said is cancelled (``turn.cancelled``) and its text in the history is
   cut to what the caller heard (:mod:`activecall.llm.truncation`).
+- ``playback.started``: an answer's stages are timed (``turn.timings``, :mod:`activecall.llm.timings`).
 - ``playback.finished``, ``speech.started``/``stopped``: silence is timed for follow-ups; a hangup
   or transfer decided in a turn is carried out once that turn has played.
 - ``say.synthesized``: how long each piece of speech lasts, for barge-in cuts.
@@ -23,17 +30,20 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
 from activecall.bus import Entry, with_reconnect
 from activecall.config import Config
 from activecall.llm import metrics
+from activecall.llm.floor import Backchannels, Verdict
 from activecall.llm.followup import SilenceClock
 from activecall.llm.history import CallState, ConversationStore, EndAction, Message, request_messages
 from activecall.llm.providers import ModelRequest, ModelSettings, Providers, resolve_provider_name
 from activecall.llm.providers.base import ToolCall
 from activecall.llm.providers.scripted import rule_action
+from activecall.llm.timings import TurnTimer
 from activecall.llm.tools import ToolRunner, tool_definitions
 from activecall.llm.truncation import WORDS_PER_SECOND, cut_turn
 from activecall.llm.turns import Turn, TurnRunner
@@ -45,19 +55,32 @@ from activecall.messages import (
     DtmfReceived,
     Hangup,
     PlaybackFinished,
+    PlaybackPaused,
+    PlaybackResumed,
     PlaybackStarted,
+    ResumePlayback,
     SaySynthesized,
     SpeechStarted,
     SpeechStopped,
+    StopPlayback,
     TranscriptFinal,
+    TranscriptPartial,
     Transfer,
     TransferRequested,
     TurnCancelled,
+    TurnTimings,
 )
 from activecall.messages import (
     Message as BusMessage,
 )
-from activecall.playbook import DtmfAction, PlaybookError, ScriptRule, call_variables, open_playbook
+from activecall.playbook import (
+    DEFAULT_BACKCHANNELS,
+    DtmfAction,
+    PlaybookError,
+    ScriptRule,
+    call_variables,
+    open_playbook,
+)
 from activecall.sessions import SessionContext
 from activecall.store import CallStore
 from activecall.tasks import stop_tasks
@@ -68,16 +91,30 @@ ROLE: Final = "llm"
 # After our hangup, how long to wait for the edge's call.ended before giving the session up.
 HANGUP_WAIT_S: Final = 30.0
 READ_BLOCK_MS: Final = 1000
+# A reply taken back because the caller spoke again is said after all if no words follow this long
+# after their speech stopped.
+HOLD_RELEASE_S: Final = 2.0
+TIMERS_KEPT: Final = 32
 _CALL_FIELDS: Final = ("caller", "callee", "direction", "call_id")
+# The playbook's names for the prompts (``interruption.uninterruptible``), by kind of work.
+_PROMPTS: Final = {"utterance": "answer", "dtmf": "dtmf", "greeting": "greeting", "follow_up": "follow_up"}
 
 
 @dataclass(frozen=True)
 class Work:
-    """Something to answer: ``kind`` is greeting, utterance, dtmf, follow_up or final."""
+    """Something to answer: ``kind`` is greeting, utterance, dtmf, follow_up or final. ``merged``
+    are earlier caller events answered together with ``entry``; ``retry`` counts how often a reply to
+    it was taken back (each try is a turn of its own)."""
 
     kind: str
     entry: Entry | None = None
     text: str = ""
+    merged: tuple[Entry, ...] = ()
+    retry: int = 0
+
+    @property
+    def entries(self) -> tuple[Entry, ...]:
+        return (*self.merged, self.entry) if self.entry is not None else self.merged
 
 
 class CursorTracker:
@@ -122,6 +159,18 @@ class Conversation:
         self.inbox: asyncio.Queue[Entry | Turn] = asyncio.Queue()
         self.work: deque[Work] = deque()
         self.current: Turn | None = None
+        self.held: Work | None = None  # a reply taken back while the caller speaks on
+        self.unheard: tuple[Turn, Work] | None = None  # the last answer, until its audio is heard
+        self.held_until: float | None = None
+        self.paused: str | None = None  # the turn the media worker paused for caller speech
+        self.paused_at = 0.0
+        self.playing: str | None = None  # the turn whose audio the caller hears now
+        self.uninterruptible: set[str] = set()
+        self.partial = ""  # the recognizer's words of the caller's speech in progress
+        self.speech_started_ms = 0
+        self.speech_ms = 0  # how long the caller's last stretch of speech lasted
+        self.timers: dict[str, TurnTimer] = {}
+        self.background: set[asyncio.Task[None]] = set()
         self.history: list[Message] = []
         self.state = CallState()
         self.answered: set[str] = set()
@@ -148,7 +197,7 @@ class Conversation:
         try:
             await self._loop()
         finally:
-            await stop_tasks([reader, self.current.task if self.current else None])
+            await stop_tasks([reader, self.current.task if self.current else None, *self.background])
         await with_reconnect(self.store.finish, "history")
 
     def _set_up(self, session_variables: dict[str, str]) -> None:
@@ -175,6 +224,8 @@ class Conversation:
             self.bus, self.call_id, self.provider, self.tools, self._request, self.ctx.session.taken_over
         )
         self.clock = SilenceClock(self.playbook.follow_up.timeout_s if self.playbook.follow_up else 0.0)
+        backchannels = self.playbook.interruption.backchannels
+        self.backchannels = Backchannels(DEFAULT_BACKCHANNELS if backchannels is None else backchannels)
         log.info(
             "conversation started",
             extra={"call_id": self.call_id, "playbook": self.playbook.filename, "provider": name},
@@ -246,14 +297,19 @@ class Conversation:
             return None
 
     def _next_deadline(self) -> float | None:
-        candidates = [self.end_due, self.end_wait_until, None if self.state.end_sent else self.max_end]
+        candidates = [
+            self.end_due,
+            self.end_wait_until,
+            None if self.state.end_sent else self.max_end,
+            self.held_until,
+        ]
         if self.playbook.follow_up and self._idle():
             candidates.append(self.clock.due_at())
         times = [t for t in candidates if t is not None]
         return min(times) if times else None
 
     def _idle(self) -> bool:
-        return self.current is None and not self.work and not self._ending()
+        return self.current is None and not self.work and self.held is None and not self._ending()
 
     def _ending(self) -> bool:
         return self.state.pending_end is not None or self.state.end_sent
@@ -266,43 +322,203 @@ class Conversation:
     async def _on_entry(self, entry: Entry) -> None:
         self.cursor.add(entry)
         message = entry.message
-        if isinstance(message, TranscriptFinal | DtmfReceived):
-            self._on_caller_input(entry, message)
+        if isinstance(message, TranscriptFinal):
+            if await self._on_final(entry, message):
+                await self._on_caller_input(entry, message)
             return
+        if isinstance(message, DtmfReceived):
+            await self._on_caller_input(entry, message)
+            return
+        if isinstance(message, PlaybackStarted | PlaybackPaused | BargeIn | PlaybackFinished):
+            self._heard(message.turn_id)
         if isinstance(message, BargeIn):
+            self._playback_over(message.turn_id)
             await self._barge_in(message)
         elif isinstance(message, PlaybackFinished):
+            self._playback_over(message.turn_id)
             await self._playback_finished(message)
         elif isinstance(message, SpeechStarted):
-            self.clock.caller_started()
+            await self._caller_started(message)
         elif isinstance(message, SpeechStopped):
-            self.clock.caller_stopped(self._now())
+            await self._caller_stopped(message)
+        elif isinstance(message, TranscriptPartial):
+            await self._on_partial(message)
+        elif isinstance(message, PlaybackPaused):
+            self.paused, self.paused_at = message.turn_id, time.monotonic()
+        elif isinstance(message, PlaybackResumed):
+            self.paused = None
         elif isinstance(message, SaySynthesized):
             self.durations.setdefault(message.turn_id, {})[message.seq] = message.duration_ms
+            timer = self.timers.get(message.turn_id)
+            if timer is not None and message.seq == 0:
+                timer.mark("tts_first_audio", message.ts)
         elif isinstance(message, PlaybackStarted):
+            self.playing = message.turn_id
             await self._record_playback(message)
         elif isinstance(message, CallEnded):
             self.finished = True
         self.cursor.done(entry.id)
 
-    def _on_caller_input(self, entry: Entry, message: TranscriptFinal | DtmfReceived) -> None:
+    async def _on_caller_input(self, entry: Entry, message: TranscriptFinal | DtmfReceived) -> None:
         text = message.text.strip() if isinstance(message, TranscriptFinal) else message.digit.strip()
         if entry.id in self.answered or not text or self._ending():
             self.cursor.done(entry.id)
             return
         self.state.follow_ups = 0
         self.clock.busy()
-        kind = "utterance" if isinstance(message, TranscriptFinal) else "dtmf"
-        self.work.append(Work(kind, entry, text))
+        if isinstance(message, DtmfReceived):
+            self.work.append(Work("dtmf", entry, text))
+            return
+        # One caller turn, one reply: what the caller said before the reply was heard joins it.
+        earlier = await self._take_back_unheard()
+        if earlier is not None:
+            merged = (*earlier.merged, earlier.entry) if earlier.entry is not None else earlier.merged
+            text = f"{earlier.text} {text}"
+            self.work.append(Work("utterance", entry, text, merged))
+        else:
+            self.work.append(Work("utterance", entry, text))
 
     async def _record_playback(self, message: PlaybackStarted) -> None:
-        """The call record's timings: when the agent was first heard, and each answer's latency."""
+        """The call record's timings: when the agent was first heard, and each answer's stages."""
         if message.turn_id == "greeting":
-            await self.calls.set_timing(self.call_id, "first_audio", message.ts or time.time())
-        if message.latency_ms:
-            await self.calls.set_timing(
-                self.call_id, f"turn_latency:{message.turn_id}", message.latency_ms / 1000
-            )
+            # The caller's dead air before the greeting: from the answer (the edge's clock) to the
+            # greeting's first packet (the media worker's).
+            heard = message.ts or time.time()
+            wait = max(0.0, heard - self.state.started_at) if self.state.started_at else 0.0
+            await self.calls.set_timings(self.call_id, {"first_audio": heard, "greeting_wait": wait})
+        timer = self.timers.pop(message.turn_id, None)
+        if timer is None or not message.latency_ms:
+            return
+        stages = timer.stages(message.ts or time.time(), message.latency_ms)
+        for stage, ms in stages.items():
+            metrics.TURN_STAGES.labels(stage).observe(ms / 1000)
+        await self._emit(TurnTimings(turn_id=message.turn_id, kind=timer.kind, stages=stages))
+        timings = {f"turn:{message.turn_id}:{stage}": ms / 1000 for stage, ms in stages.items()}
+        timings[f"turn_latency:{message.turn_id}"] = message.latency_ms / 1000
+        await self.calls.set_timings(self.call_id, timings)
+
+    # ---------------------------------------------------------------- the floor
+
+    async def _take_back_unheard(self) -> Work | None:
+        """The caller's earlier words whose reply has not been heard yet: a held reply, a queued one,
+        or the last answer while none of its audio has reached the caller (it is taken back)."""
+        if self.held is not None:
+            earlier, self.held, self.held_until = self.held, None, None
+            return earlier
+        queued = [w for w in self.work if w.kind == "utterance"]
+        if queued:
+            self.work.remove(queued[-1])
+            return queued[-1]
+        if self.unheard is None:
+            return None
+        turn, work = self.unheard
+        await self._withdraw(turn)
+        return work
+
+    async def _withdraw(self, turn: Turn) -> None:
+        """Take back a reply the caller has not heard: its task stops, the tts and the media worker
+        drop what they have of it, and what it committed leaves the history and the transcript."""
+        self.unheard = None
+        turn.withdrawn = True
+        if turn.task is not None:
+            turn.task.cancel()
+        self.timers.pop(turn.turn_id, None)
+        end = self.state.pending_end
+        if end is not None and end.turn_id == turn.turn_id:
+            self.state.pending_end = None  # decided on words that are answered again, with what followed
+        await self._emit(TurnCancelled(turn_id=turn.turn_id, reason="withdrawn"))
+        await self._media_command(StopPlayback(turn_id=turn.turn_id))
+        if turn.committed:
+            kept = [m for m in self.history if m.get("turn_id") != turn.turn_id]
+            taken = [m for m in self.history if m.get("turn_id") == turn.turn_id]
+            await with_reconnect(lambda: self.store.rewrite(kept, self.state, turn.entry_ids), "history")
+            await self.calls.drop_transcript_tail(self.call_id, transcript_lines(taken))
+            self.history = kept
+            self.answered.difference_update(turn.entry_ids)
+        metrics.WITHDRAWN_REPLIES.inc()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.create_task(work)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    async def _caller_started(self, message: SpeechStarted) -> None:
+        self.clock.caller_started()
+        self.partial = ""
+        self.speech_started_ms = message.at_ms
+        self.held_until = None
+        if self.unheard is not None and self.held is None:
+            work = self.unheard[1]
+            await self._withdraw(self.unheard[0])  # the caller goes on: the reply waits for the rest
+            self.held = work
+
+    async def _caller_stopped(self, message: SpeechStopped) -> None:
+        self.clock.caller_stopped(self._now())
+        if self.held is not None:
+            self.held_until = self._now() + HOLD_RELEASE_S
+        self.speech_ms = message.at_ms - self.speech_started_ms
+        if self.paused is not None:
+            await self._decide(self.paused, self.partial)
+
+    async def _on_partial(self, message: TranscriptPartial) -> None:
+        self.partial = message.text
+        if self.paused is None:
+            return
+        speech_ms = int((time.monotonic() - self.paused_at) * 1000)
+        if self.backchannels.judge(message.text, speech_ms, final=False) is Verdict.INTERRUPTING:
+            await self._media_command(StopPlayback(turn_id=self.paused, reason="barge_in"))
+
+    async def _on_final(self, entry: Entry, message: TranscriptFinal) -> bool:
+        """The floor when a caller's turn ends; False when the final needs no answer (a backchannel
+        or a noise over the agent, or a noise alone)."""
+        text = message.text.strip()
+        self.partial = ""
+        over = self.paused or (self.playing if self.playing not in self.uninterruptible else None)
+        listening = over is not None and await self._decide(over, text)
+        if text and not listening:
+            return True
+        if self.held is not None and not text:
+            self._release_held()
+        self.cursor.done(entry.id)
+        return False
+
+    async def _decide(self, turn_id: str, text: str) -> bool:
+        """The caller's speech over a turn has ended: go on (True) or stop it (False)."""
+        if self.backchannels.judge(text, self.speech_ms, final=True) is Verdict.LISTENING:
+            if turn_id == self.paused:
+                await self._media_command(ResumePlayback(turn_id=turn_id))
+            return True
+        await self._media_command(StopPlayback(turn_id=turn_id, reason="barge_in"))
+        return False
+
+    def _release_held(self) -> None:
+        """No words followed: the reply taken back is said after all (as a turn of its own)."""
+        held, self.held, self.held_until = self.held, None, None
+        if held is not None:
+            self.work.appendleft(Work(held.kind, held.entry, held.text, held.merged, held.retry + 1))
+
+    def _heard(self, turn_id: str) -> None:
+        """Audio of the turn reached the caller: it can no longer be taken back."""
+        if self.unheard is not None and self.unheard[0].turn_id == turn_id:
+            self.unheard = None
+
+    def _playback_over(self, turn_id: str) -> None:
+        if self.playing == turn_id:
+            self.playing = None
+        if self.paused == turn_id:
+            self.paused = None
+        self.uninterruptible.discard(turn_id)
+        self.timers.pop(turn_id, None)
+
+    async def _media_command(self, message: BusMessage) -> None:
+        """A command to the call's media worker (read from the call record: a leg may have moved)."""
+        record = await self.calls.get(self.call_id)
+        if record is None or not record.media_worker:
+            return
+        message.call_id = self.call_id
+        await with_reconnect(
+            lambda: self.bus.publish(self.bus.keys.media_control(record.media_worker), message), message.TYPE
+        )
 
     async def _playback_finished(self, message: PlaybackFinished) -> None:
         self.clock.playback_finished(message.turn_id, self._now())
@@ -322,6 +538,8 @@ class Conversation:
             await self._end_call()
         elif self.end_due is not None and now >= self.end_due:
             await self._end_call()
+        elif self.held_until is not None and now >= self.held_until:
+            self._release_held()
         else:
             due = self.clock.due_at()
             if self._idle() and due is not None and now >= due:
@@ -334,14 +552,39 @@ class Conversation:
             return
         work = self.work.popleft()
         turn = Turn(self._turn_id(work), work.kind, work.entry.id if work.entry else None)
+        turn.merged_ids = tuple(e.id for e in work.merged)
+        turn.interruptible = (
+            _PROMPTS.get(work.kind, work.kind) not in self.playbook.interruption.uninterruptible
+        )
+        if not turn.interruptible:
+            self.uninterruptible.add(turn.turn_id)
+        if work.entry is not None:
+            turn.timer = self._timer(work.entry)
+            self.timers[turn.turn_id] = turn.timer
+            while len(self.timers) > TIMERS_KEPT:
+                self.timers.pop(next(iter(self.timers)))
         turn.task = asyncio.create_task(self._run_turn(turn, work), name=f"llm-turn-{self.call_id}")
         turn.task.add_done_callback(lambda _: self.inbox.put_nowait(turn))
         self.current = turn
+        self.unheard = (turn, work) if work.kind == "utterance" else None
         self.clock.busy()
+
+    @staticmethod
+    def _timer(entry: Entry) -> TurnTimer:
+        """An answer's timer, started with what the caller's event says of the end of the turn."""
+        message = entry.message
+        if isinstance(message, TranscriptFinal):
+            timer = TurnTimer("speech")
+            timer.mark("end_of_turn", message.decided_ts or message.ts)
+        else:
+            timer = TurnTimer("dtmf")  # a key press ends the turn at once, with nothing to recognise
+            timer.mark("end_of_turn", message.ts)
+        timer.mark("asr_final", message.ts)
+        return timer
 
     def _turn_id(self, work: Work) -> str:
         if work.entry is not None:
-            return f"t{work.entry.id}"
+            return f"t{work.entry.id}" + (f"-{work.retry}" if work.retry else "")
         if work.kind == "follow_up":
             return f"f{self.state.follow_up_turns}"
         return work.kind
@@ -377,6 +620,8 @@ class Conversation:
     async def _turn_done(self, turn: Turn) -> None:
         if turn is self.current:
             self.current = None
+        if turn.withdrawn:
+            return  # its caller events are answered by the reply that took them over
         task = turn.task
         if task is not None and not task.cancelled() and task.exception() is not None:
             error = task.exception()
@@ -385,8 +630,8 @@ class Conversation:
             await self._emit(CallError(source=ROLE, error=f"turn {turn.turn_id}: {error}"))
         if not turn.committed:
             await self._commit(turn, turn.partial_messages())
-        if turn.entry_id:
-            self.cursor.done(turn.entry_id)
+        for entry_id in turn.entry_ids:
+            self.cursor.done(entry_id)
         now = self._now()
         if turn.result == "cancelled":
             pass  # the caller is talking: silence is timed from when they stop
@@ -406,12 +651,11 @@ class Conversation:
             message["turn_id"] = turn.turn_id
         if turn.kind == "greeting":
             self.state.greeted = True
-        await with_reconnect(lambda: self.store.commit(messages, self.state, turn.entry_id), "history")
+        await with_reconnect(lambda: self.store.commit(messages, self.state, turn.entry_ids), "history")
         for speaker, text in transcript_lines(messages):
             await self.calls.append_transcript(self.call_id, speaker, text)
         self.history.extend(messages)
-        if turn.entry_id:
-            self.answered.add(turn.entry_id)
+        self.answered.update(turn.entry_ids)
         turn.committed = True
         metrics.TURNS.labels(turn.result).inc()
 
@@ -494,7 +738,7 @@ class Conversation:
             self.state.end_sent = True
             self.end_wait_until = self._now() + HANGUP_WAIT_S
         await with_reconnect(lambda: self.bus.publish(stream, command), end.kind)
-        await with_reconnect(lambda: self.store.commit((), self.state, None), "history")
+        await with_reconnect(lambda: self.store.commit((), self.state, ()), "history")
         log.info("call end requested", extra={"call_id": self.call_id, "action": end.kind})
 
     async def _fail(self, error: str) -> None:

@@ -83,24 +83,29 @@ class ConversationStore:
         messages = [json.loads(item) for item in history]
         return messages, CallState.from_hash(state), {as_str(a) for a in answered}
 
-    async def commit(self, messages: Sequence[Message], state: CallState, answered: str | None) -> None:
-        """Append a turn's messages, write the state and record the answered event, atomically."""
+    async def commit(self, messages: Sequence[Message], state: CallState, answered: Sequence[str]) -> None:
+        """Append a turn's messages, write the state and record the answered events, atomically."""
         pipe = self.redis.pipeline(transaction=True)
         if messages:
             pipe.rpush(self.history_key, *(_dump(m) for m in messages))
         pipe.hset(self.state_key, mapping=state.to_hash())  # type: ignore[arg-type]
         if answered:
-            pipe.sadd(self.answered_key, answered)
+            pipe.sadd(self.answered_key, *answered)
         self._refresh(pipe)
         await pipe.execute()
 
-    async def rewrite(self, messages: Sequence[Message], state: CallState) -> None:
-        """Replace the whole history (after cutting a turn to what was heard)."""
+    async def rewrite(
+        self, messages: Sequence[Message], state: CallState, unanswered: Sequence[str] = ()
+    ) -> None:
+        """Replace the whole history (after cutting a turn to what was heard, or taking back a reply
+        the caller never heard: its events are ``unanswered`` again)."""
         pipe = self.redis.pipeline(transaction=True)
         pipe.delete(self.history_key)
         if messages:
             pipe.rpush(self.history_key, *(_dump(m) for m in messages))
         pipe.hset(self.state_key, mapping=state.to_hash())  # type: ignore[arg-type]
+        if unanswered:
+            pipe.srem(self.answered_key, *unanswered)
         self._refresh(pipe)
         await pipe.execute()
 

@@ -21,6 +21,17 @@ TURNS = Counter(
     "Agent turns by result: ok, cancelled (barge-in), apology (the provider failed), silent (nothing said)",
     ["result"],
 )
+TURN_STAGES = Histogram(
+    "activecall_turn_stage_seconds",
+    "Each stage of an answer after the end of the caller's speech (activecall.llm.timings): end_of_turn, "
+    "asr_final, llm_first_token, first_sentence, tts_first_audio, first_packet (the turn latency)",
+    ["stage"],
+    buckets=TURN_BUCKETS,
+)
+WITHDRAWN_REPLIES = Counter(
+    "activecall_llm_withdrawn_replies_total",
+    "Replies taken back because the caller spoke again before hearing them (merged with what followed)",
+)
 TOOL_CALLS = Counter("activecall_llm_tool_calls_total", "Tool calls executed, by tool", ["tool"])
 PROVIDER_ERRORS = Counter(
     "activecall_llm_provider_errors_total",

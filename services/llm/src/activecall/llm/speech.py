@@ -20,8 +20,16 @@ RESUME_SCAN: int = 500
 
 
 class Speaker:
-    def __init__(self, bus: Bus, call_id: str, turn_id: str, sent: dict[int, SayText] | None = None) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        call_id: str,
+        turn_id: str,
+        sent: dict[int, SayText] | None = None,
+        interruptible: bool = True,
+    ) -> None:
         self.bus = bus
+        self.interruptible = interruptible
         self.call_id = call_id
         self.turn_id = turn_id
         self.stream = bus.keys.say(call_id)
@@ -69,7 +77,14 @@ class Speaker:
             self._started = True
             started = TurnStarted(call_id=self.call_id, turn_id=self.turn_id)
             await with_reconnect(lambda: self.bus.emit(self.call_id, started), "turn.started")
-        piece = SayText(call_id=self.call_id, turn_id=self.turn_id, seq=seq, text=text, last=last)
+        piece = SayText(
+            call_id=self.call_id,
+            turn_id=self.turn_id,
+            seq=seq,
+            text=text,
+            last=last,
+            interruptible=self.interruptible,
+        )
         await with_reconnect(lambda: self.bus.publish(self.stream, piece), "say")
         self._closed = last
 

@@ -28,13 +28,13 @@ from activecall.llm.history import (
     user_message,
 )
 from activecall.llm.providers.base import ModelReply, ModelRequest, Provider, ProviderError, ToolCall
-from activecall.llm.sentences import SentenceSplitter
 from activecall.llm.speech import Speaker, sent_pieces
+from activecall.llm.timings import TurnTimer
 from activecall.llm.tools import ToolRunner
+from activecall.sentences import APOLOGY, SentenceSplitter, split_text
 
 log = logging.getLogger("activecall.llm.turns")
 
-APOLOGY: Final = "Sorry, I'm having trouble answering right now. Could you say that again?"
 MAX_ROUNDS: Final = 5
 
 RequestBuilder = Callable[[list[Message], str], ModelRequest]
@@ -53,6 +53,18 @@ class Turn:
     result: str = "ok"
     task: asyncio.Task[None] | None = None
     committed: bool = False
+    interruptible: bool = True
+    timer: TurnTimer | None = None  # an answer to the caller: its stages are timed
+    withdrawn: bool = False  # taken back before it was heard (the caller went on speaking)
+    merged_ids: tuple[str, ...] = ()  # earlier caller events this turn answers with ``entry_id``
+
+    @property
+    def entry_ids(self) -> tuple[str, ...]:
+        return (*self.merged_ids, self.entry_id) if self.entry_id else self.merged_ids
+
+    def mark(self, stage: str) -> None:
+        if self.timer is not None:
+            self.timer.mark(stage)
 
     @property
     def said(self) -> bool:
@@ -75,13 +87,6 @@ class Turn:
         """The messages so far, including what was said of an answer cut short."""
         self.close_round()
         return drop_unanswered_tools(self.messages)
-
-
-def split_text(text: str) -> list[str]:
-    splitter = SentenceSplitter()
-    sentences = splitter.feed(text)
-    rest = splitter.flush()
-    return [*sentences, rest] if rest else sentences
 
 
 class TurnRunner:
@@ -107,7 +112,7 @@ class TurnRunner:
         """The turn's speaker; a resumed session first looks up what was already sent for the turn."""
         if turn.speaker is None:
             sent = await sent_pieces(self.bus, self.call_id, turn.turn_id) if self.resuming else None
-            turn.speaker = Speaker(self.bus, self.call_id, turn.turn_id, sent)
+            turn.speaker = Speaker(self.bus, self.call_id, turn.turn_id, sent, turn.interruptible)
         return turn.speaker
 
     async def say(
@@ -118,6 +123,8 @@ class TurnRunner:
         if note:
             turn.messages.append(user_message(note))
         turn.round_start = len(speaker.pieces)
+        turn.mark("llm_first_token")
+        turn.mark("first_sentence")
         await speaker.say_all(split_text(text))
         turn.close_round()
         if action is not None:
@@ -143,7 +150,9 @@ class TurnRunner:
         splitter = SentenceSplitter()
 
         async def on_text(delta: str) -> None:
+            turn.mark("llm_first_token")
             for sentence in splitter.feed(delta):
+                turn.mark("first_sentence")
                 await speaker.say(sentence)
 
         turn.round_start = len(speaker.pieces)
@@ -157,6 +166,7 @@ class TurnRunner:
             return None
         rest = splitter.flush()
         if rest:
+            turn.mark("first_sentence")
             await speaker.say(rest)
         blocks: list[dict[str, object]] = [
             {"type": "tool_use", "id": c.id, "name": c.name, "input": dict(c.input)} for c in reply.tool_calls
