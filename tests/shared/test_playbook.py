@@ -762,5 +762,6 @@ def test_backchannels_and_uninterruptible_prompts() -> None:
     assert pb.interruption.uninterruptible == ("greeting", "final")
     assert parse_playbook(doc("---\ngreeting: Hi\n---\n"), "pb.md").interruption.backchannels is None
     assert messages("---\ninterruption:\n  uninterruptible: [greeting, intro]\n---\n") == [
-        "pb.md:3: interruption.uninterruptible[1]: 'intro' is not one of greeting, answer, dtmf, follow_up, final"
+        "pb.md:3: interruption.uninterruptible[1]: 'intro' is not one of "
+        "greeting, answer, dtmf, follow_up, final"
     ]

@@ -106,18 +106,52 @@ class MediaSettings:
     vad_aggressiveness: int = 2
     jitter_min_ms: int = 20
     jitter_max_ms: int = 200
-    barge_in_guard_ms: int = 300
-    barge_in_min_speech_ms: int = 200
+    barge_in_guard_ms: int = 100
+    barge_in_min_speech_ms: int = 100
+    barge_in_pause_max_ms: int = 3000
+    speech_stop_ms: int = 200
     recording_path: str = "recordings"
     frames_per_message: int = 1
 
 
 @dataclass
 class AsrSettings:
+    """``turn_detector`` decides when the caller's turn ends (docs/turns.md): ``smart_turn`` (text cues,
+    the Smart Turn model and silence), ``text`` (cues and silence) or ``silence`` (``endpoint_silence_ms``
+    of silence alone). The first pause of ``pause_ms`` is judged once; then a finished sentence ends
+    after ``complete_silence_ms`` of silence, an unfinished one after ``incomplete_silence_ms`` (at most
+    ``max_silence_ms``). ``vad`` classifies the frames: ``webrtc`` or ``silero``."""
+
     engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
     vosk_model_path: str = ""
     endpoint_silence_ms: int = 500
     capacity: int = 8
+    turn_detector: Literal["smart_turn", "text", "silence"] = "smart_turn"
+    vad: Literal["webrtc", "silero"] = "webrtc"
+    pause_ms: int = 200
+    complete_silence_ms: int = 400
+    incomplete_silence_ms: int = 1200
+    max_silence_ms: int = 2000
+
+    def __post_init__(self) -> None:
+        times = (self.pause_ms, self.complete_silence_ms, self.incomplete_silence_ms, self.max_silence_ms)
+        if not all(type(t) is int for t in (*times, self.endpoint_silence_ms)):
+            return  # the type problem is reported by the loader
+        problems = []
+        if not 0 < self.pause_ms <= self.complete_silence_ms <= self.incomplete_silence_ms:
+            problems.append(
+                "asr.pause_ms, asr.complete_silence_ms, asr.incomplete_silence_ms: need 0 < pause_ms"
+                f" <= complete_silence_ms <= incomplete_silence_ms, got {times[0]}, {times[1]}, {times[2]}"
+            )
+        if self.max_silence_ms < self.complete_silence_ms:
+            problems.append(
+                f"asr.max_silence_ms: must be at least complete_silence_ms ({self.complete_silence_ms}),"
+                f" got {self.max_silence_ms}"
+            )
+        if self.endpoint_silence_ms <= 0:
+            problems.append(f"asr.endpoint_silence_ms: must be above 0, got {self.endpoint_silence_ms}")
+        if problems:
+            raise ConfigError(problems)
 
 
 @dataclass
@@ -127,6 +161,9 @@ class TtsSettings:
     coqui_model: str = ""
     cache_entries: int = 256
     capacity: int = 20
+    # The playbooks' fixed phrases synthesized at start-up and on change, kept out of LRU eviction.
+    presynthesize: bool = True
+    presynthesize_max: int = 1024
 
 
 @dataclass

@@ -1,18 +1,25 @@
 """The asr service: one streaming recognizer per call, claimed from ``sessions:asr``.
 
-Caller audio comes from ``call:{id}:audio:in``; the media worker's VAD events and the call's end
-come from ``call:{id}:events``. Partial results go out as ``transcript.partial``; an utterance ends
-with ``transcript.final`` when the media worker reports the end of speech or the engine has heard
-``endpoint_silence_ms`` of silence after its last words.
+Caller audio comes from ``call:{id}:audio:in``; the call's end from ``call:{id}:events``. Partial
+results go out as ``transcript.partial``. The end of the caller's turn is the asr's own decision
+(:mod:`activecall.asr.turn`, docs/turns.md): every 20 ms frame goes through a frame VAD into a
+:class:`TurnDetector`; at the first pause a judge (text cues, the Smart Turn model, the playbook's
+expected answers) runs once in the thread pool beside the recognizer, and when the silence reaches
+what the verdict asks for, the recognizer is finalised at once and ``transcript.final`` carries the
+words with ``speech_end_ms``, ``decided_ts`` and ``eot``. Sound without words (a cough) of at least
+``min_speech_ms`` gives one final with empty text. The media worker's ``speech.started``/``stopped``
+events are not used to end turns.
 
-Failover: the cursor is saved only between utterances, so a worker that takes a call over re-reads
-the audio of the utterance in progress and still delivers its final transcript. Utterances are
+Failover: the cursor is saved only between turns, so a worker that takes a call over re-reads the
+audio of the turn in progress and still delivers its final transcript; the detector's clock is the
+media clock of the frames, so it decides on the same frames as the first worker did. Utterances are
 numbered in the final events; the number survives a takeover (it is kept with the cursor).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable
@@ -20,20 +27,16 @@ from concurrent.futures import Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-import numpy as np
-
 from activecall.asr import metrics
 from activecall.asr.engines import AsrEngine, AsrResult, AsrStream, create_asr_engine
+from activecall.asr.turn.detector import AskJudge, TurnDetector, TurnEnd, TurnSettings
+from activecall.asr.turn.judge import Judge, TurnContext, Verdict
+from activecall.asr.turn.smart_turn import shared_model
+from activecall.asr.turn.vad import FrameVad, create_frame_vad, silero_session
 from activecall.bus import Entry
-from activecall.messages import (
-    AudioFrame,
-    CallEnded,
-    SpeechStarted,
-    SpeechStopped,
-    TranscriptFinal,
-    TranscriptPartial,
-)
-from activecall.playbook import PlaybookError, open_playbook
+from activecall.config import AsrSettings
+from activecall.messages import AudioFrame, CallEnded, TranscriptFinal, TranscriptPartial
+from activecall.playbook import Playbook, PlaybookError, open_playbook
 from activecall.service import Runtime, SessionService
 from activecall.sessions import SessionContext
 
@@ -43,7 +46,10 @@ T = TypeVar("T")
 READ_COUNT = 50
 READ_BLOCK_MS = 100
 SLICE_MS = 100
-QUIET_RMS = 300.0  # about -40 dBFS: below this a 20 ms frame counts as silence for endpointing
+FRAME_MS = 20
+JUDGE_AUDIO_S = 8  # the Smart Turn model hears the last 8 s
+# Audio that stops coming counts as silence once the gap is longer than the media worker's jitter.
+GAP_SLACK_MS = 200
 # 500 ms of 20 ms frames stay unsaved between utterances, for a takeover to re-hear a starting word.
 CHECKPOINT_TAIL_FRAMES = 25
 
@@ -54,6 +60,40 @@ def _close_after(inflight: Future[Any] | None, stream: AsrStream) -> None:
     stream.close()
 
 
+def turn_settings(asr: AsrSettings, playbook: Playbook | None = None) -> tuple[TurnSettings, str]:
+    """The detector's settings and the VAD name: ``[asr]`` with the playbook's ``turn:`` over it."""
+    values: dict[str, Any] = {
+        "turn_detector": asr.turn_detector,
+        "vad": asr.vad,
+        "pause_ms": asr.pause_ms,
+        "complete_silence_ms": asr.complete_silence_ms,
+        "incomplete_silence_ms": asr.incomplete_silence_ms,
+        "max_silence_ms": asr.max_silence_ms,
+        "endpoint_silence_ms": asr.endpoint_silence_ms,
+    }
+    base = dict(values)
+    if playbook is not None:
+        overrides = dataclasses.asdict(playbook.turn)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+
+    def build(v: dict[str, Any]) -> TurnSettings:
+        return TurnSettings(
+            mode=v["turn_detector"],
+            pause_ms=v["pause_ms"],
+            complete_silence_ms=v["complete_silence_ms"],
+            incomplete_silence_ms=v["incomplete_silence_ms"],
+            max_silence_ms=v["max_silence_ms"],
+            silence_ms=v["endpoint_silence_ms"],
+        )
+
+    try:
+        return build(values), str(values["vad"])
+    except ValueError as exc:
+        name = playbook.filename if playbook else ""
+        log.warning("playbook turn settings unusable", extra={"playbook": name, "error": str(exc)})
+        return build(base), str(base["vad"])
+
+
 @dataclass
 class Utterance:
     """What the recognizer has heard since the last final result."""
@@ -62,10 +102,6 @@ class Utterance:
     audio_ms: int = 0
     heard_words: bool = False
     last_partial: str = ""
-    last_change_ms: int = 0
-    quiet_ms: int = 0  # trailing audio below the speech level
-    speaking: bool = False
-    speech_stopped_at: float = 0.0
     entries: list[Entry] = field(default_factory=list)
 
 
@@ -82,29 +118,53 @@ class AsrService(SessionService):
         return self.runtime.config.asr.capacity
 
     async def start(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self.executor, self.engine.warm_up)
+        await asyncio.get_running_loop().run_in_executor(self.executor, self.warm_up)
         await super().start()
+
+    def warm_up(self) -> None:
+        self.engine.warm_up()
+        settings = self.runtime.config.asr
+        if settings.turn_detector == "smart_turn":
+            shared_model()
+        if settings.vad == "silero":
+            silero_session()
 
     async def stop(self) -> None:
         await super().stop()
         self.executor.shutdown(wait=False, cancel_futures=True)
 
-    def hints_for(self, playbook_name: str) -> list[str]:
+    def playbook_for(self, playbook_name: str) -> Playbook | None:
         if not playbook_name:
-            return []
+            return None
         try:
-            playbook = open_playbook(playbook_name, self.runtime.config.playbooks.dirs)
+            return open_playbook(playbook_name, self.runtime.config.playbooks.dirs)
         except PlaybookError as exc:
-            log.warning("playbook unusable for hints", extra={"playbook": playbook_name, "error": str(exc)})
-            return []
-        return list(playbook.asr.hints or [])
+            log.warning("playbook unusable for asr", extra={"playbook": playbook_name, "error": str(exc)})
+            return None
+
+    def hints_for(self, playbook_name: str) -> list[str]:
+        playbook = self.playbook_for(playbook_name)
+        return list(playbook.asr.hints or []) if playbook else []
 
     async def handle(self, ctx: SessionContext) -> None:
         start = ctx.session.start
         loop = asyncio.get_running_loop()
-        hints = self.hints_for(start.playbook)
+        playbook = self.playbook_for(start.playbook)
+        hints = list(playbook.asr.hints or []) if playbook else []
         stream = await loop.run_in_executor(self.executor, self.engine.open, start.sample_rate, hints or None)
-        call = CallRecognizer(self, ctx, stream, start.sample_rate)
+        settings, vad_name = turn_settings(self.runtime.config.asr, playbook)
+        try:
+            judge = None
+            if settings.mode != "silence":
+                model = None
+                if settings.mode == "smart_turn":
+                    model = await loop.run_in_executor(self.executor, shared_model)
+                judge = Judge(settings.mode, model, TurnContext.from_hints(hints))
+            vad = await loop.run_in_executor(self.executor, create_frame_vad, vad_name, start.sample_rate)
+        except BaseException:
+            self.executor.submit(stream.close)
+            raise
+        call = CallRecognizer(self, ctx, stream, start.sample_rate, TurnDetector(settings), vad, judge)
         try:
             await call.run()
         finally:
@@ -115,63 +175,137 @@ class AsrService(SessionService):
 
 
 class CallRecognizer:
-    """The loop of one call: read audio and events, feed the engine, decide when an utterance ends."""
+    """The loop of one call: read audio and events, feed the engine and the turn detector, finalise
+    the recognizer when the detector says the turn is over."""
 
-    def __init__(self, service: AsrService, ctx: SessionContext, stream: AsrStream, sample_rate: int) -> None:
+    def __init__(
+        self,
+        service: AsrService,
+        ctx: SessionContext,
+        stream: AsrStream,
+        sample_rate: int,
+        detector: TurnDetector,
+        vad: FrameVad,
+        judge: Judge | None,
+    ) -> None:
         self.service = service
         self.ctx = ctx
         self.stream = stream
         self.sample_rate = sample_rate
+        self.detector = detector
+        self.vad = vad
+        self.judge = judge
         self.bus = ctx.bus
         self.keys = ctx.bus.keys
-        self.silence_ms = service.runtime.config.asr.endpoint_silence_ms
         self.utterance = Utterance(number=int(ctx.notes.get("utterance", "0")))
         self.loop = asyncio.get_running_loop()
+        self.frame_bytes = sample_rate * 2 * FRAME_MS // 1000
         self.slice_bytes = sample_rate * 2 * SLICE_MS // 1000
+        self.history_bytes = sample_rate * 2 * JUDGE_AUDIO_S
+        self.pending = bytearray()  # audio not yet fed to the engine
+        self.history = bytearray()  # the last JUDGE_AUDIO_S of audio, for the judge
         self.inflight: Future[Any] | None = None
+        self.judging: tuple[int, Future[Verdict]] | None = None
+        self.last_audio_at = time.monotonic()
+        self.last_audio_end_ms = 0
 
     async def run(self) -> None:
         call_id = self.ctx.call_id
-        streams = [self.keys.audio_in(call_id), self.keys.events(call_id)]
+        audio_stream = self.keys.audio_in(call_id)
+        streams = [audio_stream, self.keys.events(call_id)]
         while True:
             entries = await self.ctx.read(streams, count=READ_COUNT, block_ms=READ_BLOCK_MS)
-            pcm = bytearray()
             ended = False
             for entry in entries:
                 message = entry.message
                 self.utterance.entries.append(entry)
                 if isinstance(message, AudioFrame):
-                    pcm += message.pcm
-                    if len(pcm) >= self.slice_bytes:  # decide endpoints at a fine grain, however big the read
-                        await self.feed(bytes(pcm))
-                        pcm.clear()
-                        if self.utterance_over():
-                            await self.finalize()
-                elif isinstance(message, SpeechStarted):
-                    self.utterance.speaking = True
-                elif isinstance(message, SpeechStopped):
-                    self.utterance.speaking = False
-                    self.utterance.speech_stopped_at = time.monotonic()
+                    await self.on_audio(message)
                 elif isinstance(message, CallEnded):
                     ended = True
-            if pcm:
-                await self.feed(bytes(pcm))
-            if ended or self.utterance_over():
-                await self.finalize()
-            elif not (self.utterance.heard_words or self.utterance.speaking):
-                await self.checkpoint()
+            if not any(e.stream == audio_stream for e in entries):
+                await self.on_no_audio()
             if ended:
+                await self.hangup()
                 return
+            if not self.detector.in_turn:
+                await self.checkpoint()
+
+    async def on_audio(self, message: AudioFrame) -> None:
+        pcm = message.pcm
+        for i in range(len(pcm) // self.frame_bytes):
+            frame = pcm[i * self.frame_bytes : (i + 1) * self.frame_bytes]
+            self.pending += frame
+            self.history += frame
+            speech = self.vad.is_speech(frame)
+            event = self.detector.feed(speech, message.at_ms + i * FRAME_MS)
+            if event is None:
+                event = await self.collect_verdict()
+            await self.on_event(event)
+            if len(self.pending) >= self.slice_bytes:
+                await self.feed_pending()
+        if len(self.history) > self.history_bytes:
+            del self.history[: len(self.history) - self.history_bytes]
+        self.last_audio_at = time.monotonic()
+        self.last_audio_end_ms = self.detector.position_ms
+
+    async def on_no_audio(self) -> None:
+        """No audio in this read: a verdict may have come, and audio that stopped counts as silence."""
+        await self.on_event(await self.collect_verdict())
+        if self.detector.in_turn:
+            gap_ms = int((time.monotonic() - self.last_audio_at) * 1000) - GAP_SLACK_MS
+            if gap_ms > 0:
+                await self.on_event(self.detector.advance(self.last_audio_end_ms + gap_ms))
+
+    async def collect_verdict(self) -> TurnEnd | None:
+        """Hand a finished verdict to the detector. Once the silence is long enough for the verdict to
+        matter, wait for it: decisions must not depend on how fast the judge ran."""
+        if self.judging is None:
+            return None
+        pause, future = self.judging
+        if pause != self.detector.pause:
+            self.judging = None  # speech resumed: this verdict is moot
+            return None
+        if not future.done() and self.detector.silence_ms < self.detector.settings.complete_silence_ms:
+            return None
+        verdict = await asyncio.wrap_future(future)
+        self.judging = None
+        metrics.TURN_VERDICTS.labels("finished" if verdict.finished else "unfinished").inc()
+        return self.detector.answer(pause, verdict)
+
+    async def on_event(self, event: AskJudge | TurnEnd | None) -> None:
+        if isinstance(event, AskJudge):
+            await self.ask_judge(event)
+        elif isinstance(event, TurnEnd):
+            await self.finalize(event, time.time())
+
+    async def ask_judge(self, ask: AskJudge) -> None:
+        await self.feed_pending()  # the freshest partial transcript
+        assert self.judge is not None
+        text = self.utterance.last_partial
+        self.judging = (ask.pause, self.service.executor.submit(self.timed_judge, bytes(self.history), text))
+
+    def timed_judge(self, pcm: bytes, text: str) -> Verdict:
+        assert self.judge is not None
+        started = time.perf_counter()
+        verdict = self.judge(pcm, self.sample_rate, text)
+        metrics.JUDGE_SECONDS.observe(time.perf_counter() - started)
+        return verdict
 
     async def engine_call(self, fn: Callable[..., T], *args: Any) -> T:
         """Run one call of the stream in the pool, remembering it until it ends."""
         self.inflight = self.service.executor.submit(fn, *args)
         return await asyncio.wrap_future(self.inflight)
 
+    async def feed_pending(self) -> None:
+        if self.pending:
+            pcm = bytes(self.pending)
+            self.pending.clear()
+            await self.feed(pcm)
+
     async def feed(self, pcm: bytes) -> None:
         started = time.perf_counter()
         partials: list[AsrResult] = await self.engine_call(self.stream.feed, pcm)
-        self.track_quiet(pcm)
         audio_s = len(pcm) / 2 / self.sample_rate
         metrics.AUDIO_SECONDS.inc(audio_s)
         metrics.DECODE_SECONDS.inc(time.perf_counter() - started)
@@ -182,51 +316,45 @@ class CallRecognizer:
                 continue
             self.utterance.heard_words = True
             self.utterance.last_partial = text
-            self.utterance.last_change_ms = self.utterance.audio_ms
             await self.bus.emit(
                 self.ctx.call_id, TranscriptPartial(text=text, start_ms=result.start_ms, end_ms=result.end_ms)
             )
 
-    def track_quiet(self, pcm: bytes) -> None:
-        frame = self.sample_rate // 50  # samples in 20 ms
-        samples = np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.float32)
-        u = self.utterance
-        for start in range(0, len(samples), frame):
-            chunk = samples[start : start + frame]
-            loud = chunk.size and float(np.sqrt(np.mean(chunk * chunk))) > QUIET_RMS
-            u.quiet_ms = 0 if loud else u.quiet_ms + chunk.size * 1000 // self.sample_rate
+    async def hangup(self) -> None:
+        await self.feed_pending()
+        end = self.detector.hangup()
+        if end is None and self.utterance.heard_words:
+            position = self.detector.position_ms
+            end = TurnEnd("hangup", position, position, position, 0)
+        if end is not None:
+            await self.finalize(end, time.time())
 
-    def utterance_over(self) -> bool:
-        """The media worker's VAD said speech stopped, or the engine heard nothing new while the
-        audio stayed quiet for ``endpoint_silence_ms`` (a pause in decoding alone is not the end)."""
+    async def finalize(self, end: TurnEnd, decided_ts: float) -> None:
+        """The turn is over: force the recognizer's final now and say what was heard."""
+        self.judging = None
+        await self.feed_pending()
         u = self.utterance
-        if not u.heard_words or u.speaking:
-            return False
-        if u.speech_stopped_at:
-            return True
-        quiet = min(u.quiet_ms, u.audio_ms - u.last_change_ms)
-        return quiet >= self.silence_ms
-
-    async def finalize(self) -> None:
-        u = self.utterance
-        stopped_at = u.speech_stopped_at
         result: AsrResult | None = await self.engine_call(self.stream.finish)
         text = result.text.strip() if result else ""
-        if text:
+        metrics.TURN_ENDS.labels(end.eot).inc()
+        metrics.TURN_SILENCE.observe((end.decided_ms - end.speech_end_ms) / 1000)
+        if text or end.speech_ms >= self.detector.settings.min_speech_ms:
             u.number += 1
             await self.bus.emit(
                 self.ctx.call_id,
                 TranscriptFinal(
                     text=text,
-                    start_ms=result.start_ms if result else 0,
-                    end_ms=result.end_ms if result else 0,
-                    confidence=result.confidence if result else 0.0,
+                    start_ms=result.start_ms if result and text else 0,
+                    end_ms=result.end_ms if result and text else 0,
+                    confidence=result.confidence if result and text else 0.0,
                     utterance=u.number,
+                    speech_end_ms=end.speech_end_ms,
+                    decided_ts=decided_ts,
+                    eot=end.eot,
                 ),
             )
             metrics.FINALS.inc()
-            if stopped_at:
-                metrics.FINAL_LATENCY.observe(time.monotonic() - stopped_at)
+            metrics.FINAL_LATENCY.observe(max(0.0, time.time() - decided_ts))
         self.utterance = Utterance(number=u.number)
         for entry in u.entries:
             self.ctx.processed(entry)
