@@ -177,6 +177,7 @@ async def test_real_words_over_the_agent_stop_it_and_the_history_keeps_what_was_
 ) -> None:
     turn = await playing_answer(harness, "opening hours")
     await harness.emit("c1", TranscriptPartial(text="wait what about"))
+    await harness.emit("c1", SpeechStopped(at_ms=8900))
     (stop,) = await wait_media(harness, StopPlayback)
     assert (stop.turn_id, stop.reason) == (turn, "barge_in")
     await harness.emit("c1", BargeIn(turn_id=turn, played_ms=900))  # the media worker cuts the turn

@@ -17,6 +17,7 @@ from activecall.audio import (
     pcm16_to_int16,
     read_wav,
     resample,
+    trim_leading_silence,
     word_accuracy,
     word_errors,
     write_wav,
@@ -163,3 +164,15 @@ def test_corpus_accuracy_weighs_sentences_by_their_words() -> None:
     assert word_errors("yes", "no") == (1, 1)
     assert corpus_word_accuracy(pairs) == pytest.approx(8 / 9)
     assert normalize_words("Won't you? 'Quoted' words") == ["will", "not", "you", "quoted", "words"]
+
+
+def test_trim_leading_silence_keeps_ten_ms_before_the_first_sound() -> None:
+    lead = np.zeros(480, np.int16)  # 60 ms of silence at 8 kHz
+    lead[100] = 50  # line noise below the threshold
+    tone = (np.sin(np.arange(800) / 3) * 5000).astype(np.int16)
+    pcm = int16_to_pcm16(np.concatenate([lead, tone]))
+    trimmed = trim_leading_silence(pcm, 8000)
+    first_loud = 480 + int(np.flatnonzero(np.abs(tone) > 300)[0])
+    assert len(trimmed) == len(pcm) - 2 * (first_loud - 80)
+    assert trimmed.endswith(int16_to_pcm16(tone))
+    assert trim_leading_silence(int16_to_pcm16(lead), 8000) == int16_to_pcm16(lead)  # all quiet: kept

@@ -101,6 +101,19 @@ def resample_float(samples: Samples, from_rate: int, to_rate: int) -> NDArray[np
     return np.asarray(soxr.resample(signal, from_rate, to_rate, quality="HQ"), dtype=np.float32)
 
 
+def trim_leading_silence(pcm16: bytes, sample_rate: int, threshold: int = 300, keep_ms: int = 10) -> bytes:
+    """``pcm16`` without the near-silence before its first sound (``threshold``: sample magnitude,
+    300 is about -40 dBFS), keeping ``keep_ms`` of it so the onset is not clipped. A synthesizer's
+    lead-in is dead air the caller waits through before every answer."""
+    _check_pcm16(pcm16)
+    samples = np.frombuffer(pcm16, dtype="<i2")
+    loud = np.flatnonzero(np.abs(samples.astype(np.int32)) > threshold)
+    if not loud.size:
+        return pcm16
+    start = max(0, int(loud[0]) - sample_rate * keep_ms // 1000)
+    return pcm16[2 * start :]
+
+
 def _check_rate(rate: int) -> None:
     if rate <= 0:
         raise AudioFormatError(f"sample rate must be positive, got {rate}")

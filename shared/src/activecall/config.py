@@ -129,7 +129,7 @@ class AsrSettings:
     turn_detector: Literal["smart_turn", "text", "silence"] = "smart_turn"
     vad: Literal["webrtc", "silero"] = "webrtc"
     pause_ms: int = 200
-    complete_silence_ms: int = 400
+    complete_silence_ms: int = 300
     incomplete_silence_ms: int = 1200
     max_silence_ms: int = 2000
 

@@ -164,8 +164,7 @@ class Conversation:
         self.held_until: float | None = None
         self.paused: str | None = None  # the turn the media worker paused for caller speech
         self.paused_at = 0.0
-        self.playing: str | None = None  # the turn whose audio the caller hears now
-        self.uninterruptible: set[str] = set()
+        self.resumed_over: str | None = None  # resumed at the end of speech whose final is to come
         self.partial = ""  # the recognizer's words of the caller's speech in progress
         self.speech_started_ms = 0
         self.speech_ms = 0  # how long the caller's last stretch of speech lasted
@@ -353,7 +352,6 @@ class Conversation:
             if timer is not None and message.seq == 0:
                 timer.mark("tts_first_audio", message.ts)
         elif isinstance(message, PlaybackStarted):
-            self.playing = message.turn_id
             await self._record_playback(message)
         elif isinstance(message, CallEnded):
             self.finished = True
@@ -473,7 +471,8 @@ class Conversation:
         or a noise over the agent, or a noise alone)."""
         text = message.text.strip()
         self.partial = ""
-        over = self.paused or (self.playing if self.playing not in self.uninterruptible else None)
+        # Speech over the agent: a paused turn, or one resumed when that speech stopped.
+        over, self.resumed_over = self.paused or self.resumed_over, None
         listening = over is not None and await self._decide(over, text)
         if text and not listening:
             return True
@@ -484,9 +483,16 @@ class Conversation:
 
     async def _decide(self, turn_id: str, text: str) -> bool:
         """The caller's speech over a turn has ended: go on (True) or stop it (False)."""
-        if self.backchannels.judge(text, self.speech_ms, final=True) is Verdict.LISTENING:
+        verdict = self.backchannels.judge(text, self.speech_ms, final=True)
+        log.info(
+            "caller speech over the agent",
+            extra={"call_id": self.call_id, "turn_id": turn_id, "text": text, "speech_ms": self.speech_ms,
+                   "verdict": verdict.value},
+        )  # fmt: skip
+        if verdict is Verdict.LISTENING:
             if turn_id == self.paused:
                 await self._media_command(ResumePlayback(turn_id=turn_id))
+                self.resumed_over = turn_id  # the final of this speech may still prove it wrong
             return True
         await self._media_command(StopPlayback(turn_id=turn_id, reason="barge_in"))
         return False
@@ -503,11 +509,8 @@ class Conversation:
             self.unheard = None
 
     def _playback_over(self, turn_id: str) -> None:
-        if self.playing == turn_id:
-            self.playing = None
         if self.paused == turn_id:
             self.paused = None
-        self.uninterruptible.discard(turn_id)
         self.timers.pop(turn_id, None)
 
     async def _media_command(self, message: BusMessage) -> None:
@@ -556,8 +559,6 @@ class Conversation:
         turn.interruptible = (
             _PROMPTS.get(work.kind, work.kind) not in self.playbook.interruption.uninterruptible
         )
-        if not turn.interruptible:
-            self.uninterruptible.add(turn.turn_id)
         if work.entry is not None:
             turn.timer = self._timer(work.entry)
             self.timers[turn.turn_id] = turn.timer

@@ -1,15 +1,16 @@
 """Who has the floor when the caller speaks over the agent: a backchannel, or a real interruption.
 
-The media worker pauses the playing turn as soon as the caller speaks over it (no bus round trip)
-and waits for the conversation's word. What the caller said decides it: nothing recognisable (a
-cough, a noise) or only words of listening ("uh-huh", "okay", "right") let the agent go on where it
-paused; anything else stops the turn. The recognizer's text can lag the speech, so the partial
-transcript may stop a turn early (real words are heard) but never resume it: resuming waits for the
-end of the caller's speech.
+The media worker pauses the playing turn as soon as the caller speaks over it (no bus round trip),
+so the agent is silent at once whatever the speech turns out to be; the conversation then decides,
+with no hurry, whether the agent goes on where it paused or stops. Nothing recognisable (a cough, a
+noise) or only words of listening ("uh-huh", "okay", "right") let it go on; anything else stops it.
 
-A recognizer trained on sentences often hears a backchannel as some other short word ("uh-huh" as
-"a huh" or "the"), so one short word is taken as listening too, unless it is one that asks for the
-floor ("wait", "stop", "no").
+The recognizer is unreliable on short sounds: it hears "uh-huh" or "mm-hmm" as "ah", "the", "i'm
+home", or as three garbled words). So the length of the speech counts more than its words: speech
+that goes on past :data:`SHORT_MS` with words that are not backchannels, or past
+:data:`BACKCHANNEL_MAX_MS` whatever the words, is an interruption; a short one is a backchannel
+unless a word asks for the floor ("wait", "stop", "no"). Partial transcripts only stop a turn once
+the speech is that long; resuming waits for the end of the caller's speech.
 """
 
 from __future__ import annotations
@@ -23,9 +24,9 @@ _WORD: Final = re.compile(r"[a-z']+")
 # Longer than this, speech over the agent is taken as a bid for the floor whatever was recognised:
 # backchannels are short ("uh-huh" is about 400 ms).
 BACKCHANNEL_MAX_MS: Final = 1200
-# One word of at most this much speech is a backchannel the recognizer misheard, unless it is one of
-# FLOOR_WORDS.
-SHORT_WORD_MS: Final = 700
+# Speech shorter than this is a backchannel the recognizer misheard, unless a word is one of
+# FLOOR_WORDS. The VAD's speech includes its hangover: "uh-huh" measures about 550 ms.
+SHORT_MS: Final = 800
 FLOOR_WORDS: Final = frozenset(
     ("wait", "stop", "no", "nope", "hold", "hang", "sorry", "excuse", "pardon", "hey", "hello", "what")
     + ("why", "how", "but", "actually")
@@ -59,14 +60,19 @@ class Backchannels:
 
     def judge(self, text: str, speech_ms: int, final: bool) -> Verdict:
         """What the caller's speech over the agent means so far. ``speech_ms`` is how long it has
-        lasted; ``final`` whether the caller's turn is over (the recogniser's final result)."""
+        lasted; ``final`` whether it is over (its speech stopped, or the recognizer's final result)."""
         if speech_ms > BACKCHANNEL_MAX_MS:
             return Verdict.INTERRUPTING
-        if not self.only_listening(text):
-            said = words(text)
-            if len(said) > 1 or said[0] in FLOOR_WORDS or speech_ms > SHORT_WORD_MS:
-                return Verdict.INTERRUPTING
-        return Verdict.LISTENING if final else Verdict.UNDECIDED
+        if self.only_listening(text):
+            return Verdict.LISTENING if final else Verdict.UNDECIDED
+        said = words(text)
+        if speech_ms > SHORT_MS:
+            return Verdict.INTERRUPTING
+        if not final:
+            return Verdict.UNDECIDED
+        if any(word in FLOOR_WORDS for word in said):
+            return Verdict.INTERRUPTING
+        return Verdict.LISTENING
 
 
 def words(text: str) -> list[str]:

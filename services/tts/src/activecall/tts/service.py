@@ -20,7 +20,7 @@ import time
 from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 
-from activecall.audio import resample
+from activecall.audio import resample, trim_leading_silence
 from activecall.bus import Entry
 from activecall.messages import AudioChunk, BargeIn, CallEnded, SaySynthesized, SayText, TurnCancelled
 from activecall.service import Runtime, SessionService
@@ -141,7 +141,7 @@ class TtsService(SessionService):
         """The text spoken at ``rate`` Hz by the engine (no cache)."""
         started = time.perf_counter()
         native = await asyncio.get_running_loop().run_in_executor(self.executor, self._synthesize, text)
-        pcm = resample(native, self.engine.sample_rate, rate)
+        pcm = trim_leading_silence(resample(native, self.engine.sample_rate, rate), rate)
         metrics.SYNTHESIS_SECONDS.inc(time.perf_counter() - started)
         metrics.AUDIO_SECONDS.inc(len(native) / 2 / self.engine.sample_rate)
         return pcm

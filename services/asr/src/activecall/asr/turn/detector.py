@@ -5,9 +5,12 @@ Fed one frame at a time (20 ms: is it speech, where is it on the media clock), i
 - idle until a speech frame; then the turn runs and every speech frame moves ``speech_end_ms``;
 - at the first pause (``pause_ms`` of silence after speech) it asks the judge once (:class:`AskJudge`:
   the caller runs the judge, in a thread if it likes, and hands the verdict to :meth:`answer`);
-- a finished verdict ends the turn once the silence reaches ``complete_silence_ms``, an unfinished
-  one at ``incomplete_silence_ms`` (capped by ``max_silence_ms``); no verdict by ``max_silence_ms``
-  ends it too;
+- the verdict's probability sets the silence that ends the turn: ``complete_silence_ms`` when the
+  sentence is surely finished (P >= :data:`SURE_FINISHED`), ``incomplete_silence_ms`` (capped by
+  ``max_silence_ms``) when it surely is not (P <= :data:`SURE_UNFINISHED`), and in proportion
+  between: a wrong "unfinished" costs the caller most of a second, a wrong "finished" a reply that
+  may still be taken back, so an unsure verdict waits in between; no verdict by ``max_silence_ms``
+  ends the turn too;
 - ``resume_ms`` of speech during the wait cancels it (a click or a breath does not), and the next
   pause asks again.
 
@@ -25,13 +28,15 @@ from typing import Final
 from activecall.asr.turn.judge import TURN_MODES, Verdict
 
 FRAME_MS: Final = 20
+SURE_FINISHED: Final = 0.6
+SURE_UNFINISHED: Final = 0.15
 
 
 @dataclass(frozen=True)
 class TurnSettings:
     mode: str = "smart_turn"
     pause_ms: int = 200
-    complete_silence_ms: int = 400
+    complete_silence_ms: int = 300
     incomplete_silence_ms: int = 1200
     max_silence_ms: int = 2000
     silence_ms: int = 500  # the silence mode's whole rule
@@ -49,6 +54,12 @@ class TurnSettings:
     @property
     def unfinished_wait_ms(self) -> int:
         return min(self.incomplete_silence_ms, self.max_silence_ms)
+
+    def wait_ms(self, probability: float) -> int:
+        """The silence that ends a turn judged finished with ``probability``."""
+        unsure = (SURE_FINISHED - probability) / (SURE_FINISHED - SURE_UNFINISHED)
+        unsure = min(1.0, max(0.0, unsure))
+        return round(self.complete_silence_ms + unsure * (self.unfinished_wait_ms - self.complete_silence_ms))
 
 
 @dataclass(frozen=True)
@@ -177,9 +188,9 @@ class TurnDetector:
         s = self.settings
         if self.verdict is None:
             return self._end("silence") if self.silence_ms >= s.max_silence_ms else None
-        if self.verdict.finished:
-            return self._end("complete") if self.silence_ms >= s.complete_silence_ms else None
-        return self._end("incomplete") if self.silence_ms >= s.unfinished_wait_ms else None
+        if self.silence_ms < s.wait_ms(self.verdict.probability):
+            return None
+        return self._end("complete" if self.verdict.finished else "incomplete")
 
     def _end(self, eot: str) -> TurnEnd:
         end = TurnEnd(eot, self.start_ms, self.speech_end_ms, self.position_ms, self.speech_ms, self.verdict)

@@ -126,10 +126,51 @@ def _resampled(frame: bytes, from_rate: int, to_rate: int) -> bytes:
     return float_to_pcm16(resample_float(pcm16_to_float32(frame), from_rate, to_rate))
 
 
+class LoudnessGate:
+    """A frame is speech only if the detector says so and it is loud enough for speech.
+
+    Both detectors hold on to speech for a while after it ends (webrtcvad's hangover is about
+    100 ms): the quiet tail of the last syllable, then the line's own noise. Every such frame would
+    add its length to the turn latency, since the silence that ends a turn is counted from the last
+    speech frame. A frame more than ``below_peak_db`` under the loudest frame of the last
+    ``memory_frames`` (about 2 s), or under ``floor_dbfs``, does not count as speech.
+    """
+
+    def __init__(
+        self,
+        inner: FrameVad,
+        below_peak_db: float = 38.0,
+        floor_dbfs: float = -55.0,
+        memory_frames: int = 100,
+    ) -> None:
+        self.inner = inner
+        self.below_peak_db = below_peak_db
+        self.floor_dbfs = floor_dbfs
+        self.memory_frames = memory_frames
+        self._levels: list[float] = []
+
+    def is_speech(self, frame: bytes) -> bool:
+        speech = self.inner.is_speech(frame)  # always asked: the engines keep state across frames
+        level = frame_dbfs(frame)
+        self._levels.append(level)
+        if len(self._levels) > self.memory_frames:
+            del self._levels[0]
+        return speech and level >= max(self.floor_dbfs, max(self._levels) - self.below_peak_db)
+
+
+def frame_dbfs(frame: bytes) -> float:
+    """The frame's RMS level in dB relative to full scale (PCM16)."""
+    samples = np.frombuffer(frame, dtype="<i2").astype(np.float32)
+    if not samples.size:
+        return -120.0
+    rms = float(np.sqrt(np.mean(samples * samples)))
+    return 20.0 * float(np.log10(max(rms, 1e-3) / 32768.0))
+
+
 def create_frame_vad(name: str, sample_rate: int) -> FrameVad:
-    """A detector for one stream: ``webrtc`` or ``silero``."""
+    """A detector for one stream: ``webrtc`` or ``silero``, behind a :class:`LoudnessGate`."""
     if name == "webrtc":
-        return WebRtcFrameVad(sample_rate)
+        return LoudnessGate(WebRtcFrameVad(sample_rate))
     if name == "silero":
-        return SileroFrameVad(sample_rate)
+        return LoudnessGate(SileroFrameVad(sample_rate))
     raise ValueError(f"unknown vad {name!r}; known: {', '.join(VAD_ENGINES)}")
