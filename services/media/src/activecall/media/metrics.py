@@ -86,7 +86,7 @@ STATS = MediaStats()
 LEGS_ACTIVE = Gauge("activecall_media_legs_active", "RTP legs held by this media worker")
 TURN_LATENCY = Histogram(
     "activecall_turn_latency_seconds",
-    "From the arrival of the caller's last speech (or key press) to the first RTP packet of the agent's answer",
+    "From the arrival of the caller's last speech (or key press) to the answer's first RTP packet",
     buckets=TURN_BUCKETS,
 )
 
