@@ -13,6 +13,7 @@ from typing import Any
 
 from llm_harness import MEDIA, Harness, wait_for
 
+from activecall.llm.timings import STAGES
 from activecall.messages import (
     BargeIn,
     DtmfReceived,
@@ -221,14 +222,7 @@ async def test_every_stage_of_an_answer_is_timed_key_presses_too(harness: Harnes
     await harness.emit("c1", SaySynthesized(turn_id=key_turn, seq=0, duration_ms=900, chars=16))
     await harness.emit("c1", PlaybackStarted(turn_id=key_turn, latency_ms=300))
     timings = {t.turn_id: t for t in await harness.wait_event("c1", TurnTimings, 2)}
-    stages = [
-        "end_of_turn",
-        "asr_final",
-        "llm_first_token",
-        "first_sentence",
-        "tts_first_audio",
-        "first_packet",
-    ]
+    stages = list(STAGES)
     for turn_id, kind, latency in ((spoken_turn, "speech", 450), (key_turn, "dtmf", 300)):
         timing = timings[turn_id]
         assert timing.kind == kind and list(timing.stages) == stages, timing

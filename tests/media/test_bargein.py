@@ -167,15 +167,23 @@ async def test_a_resumed_turn_plays_on_from_where_it_paused(
     assert len(gaps) == 1 and gaps[0] >= 160 * 25, gaps  # one pause, then on from where it stopped
 
 
-async def test_a_pause_nobody_answers_is_cut_while_the_caller_talks_on(
-    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
-) -> None:
+async def playing_with_a_short_pause_limit(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg, seconds: float
+) -> LegClient:
+    """A turn of ``seconds`` playing for 300 ms on a worker that waits 600 ms for a pause's decision."""
     worker.settings.barge_in_pause_max_ms = 600
     client = await open_leg(worker, srtp=True)
     await client.peer.play(np.zeros(800, np.int16))
-    await play_turn(bus, client, 3.0)
+    await play_turn(bus, client, seconds)
     await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
     await asyncio.sleep(0.3)
+    return client
+
+
+async def test_a_pause_nobody_answers_is_cut_while_the_caller_talks_on(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await playing_with_a_short_pause_limit(bus, worker, open_leg, 3.0)
     await client.peer.play(voiced(1.2))
     events = await poll(client.events, lambda events: any(isinstance(e, BargeIn) for e in events))
     kinds = [type(e) for e in events if not isinstance(e, SpeechStarted | SpeechStopped)]
@@ -185,12 +193,7 @@ async def test_a_pause_nobody_answers_is_cut_while_the_caller_talks_on(
 async def test_a_pause_nobody_answers_is_resumed_once_the_caller_is_silent(
     bus: Bus, worker: MediaWorker, open_leg: OpenLeg
 ) -> None:
-    worker.settings.barge_in_pause_max_ms = 600
-    client = await open_leg(worker, srtp=True)
-    await client.peer.play(np.zeros(800, np.int16))
-    await play_turn(bus, client, 2.0)
-    await poll(client.events, lambda events: any(isinstance(e, PlaybackStarted) for e in events))
-    await asyncio.sleep(0.3)
+    client = await playing_with_a_short_pause_limit(bus, worker, open_leg, 2.0)
     await client.peer.play(np.concatenate((voiced(0.25), np.zeros(8000, np.int16))))
     events = await poll(client.events, lambda events: any(isinstance(e, PlaybackFinished) for e in events))
     kinds = [type(e) for e in events if not isinstance(e, SpeechStarted | SpeechStopped)]
