@@ -142,10 +142,6 @@ class AsrService(SessionService):
             log.warning("playbook unusable for asr", extra={"playbook": playbook_name, "error": str(exc)})
             return None
 
-    def hints_for(self, playbook_name: str) -> list[str]:
-        playbook = self.playbook_for(playbook_name)
-        return list(playbook.asr.hints or []) if playbook else []
-
     async def handle(self, ctx: SessionContext) -> None:
         start = ctx.session.start
         loop = asyncio.get_running_loop()
@@ -198,12 +194,11 @@ class CallRecognizer:
         self.bus = ctx.bus
         self.keys = ctx.bus.keys
         self.utterance = Utterance(number=int(ctx.notes.get("utterance", "0")))
-        self.loop = asyncio.get_running_loop()
         self.frame_bytes = sample_rate * 2 * FRAME_MS // 1000
         self.slice_bytes = sample_rate * 2 * SLICE_MS // 1000
         self.history_bytes = sample_rate * 2 * JUDGE_AUDIO_S
         self.pending = bytearray()  # audio not yet fed to the engine
-        self.history = bytearray()  # the last JUDGE_AUDIO_S of audio, for the judge
+        self.history = bytearray()  # at least the last JUDGE_AUDIO_S of audio, for the judge
         self.inflight: Future[Any] | None = None
         self.judging: tuple[int, Future[Verdict]] | None = None
         self.last_audio_at = time.monotonic()
@@ -244,7 +239,7 @@ class CallRecognizer:
             await self.on_event(event)
             if len(self.pending) >= self.slice_bytes:
                 await self.feed_pending()
-        if len(self.history) > self.history_bytes:
+        if len(self.history) > 2 * self.history_bytes:  # trimmed now and then, not moved on every frame
             del self.history[: len(self.history) - self.history_bytes]
         self.last_audio_at = time.monotonic()
         self.last_audio_end_ms = self.detector.position_ms
@@ -283,7 +278,10 @@ class CallRecognizer:
         await self.feed_pending()  # the freshest partial transcript
         assert self.judge is not None
         text = self.utterance.last_partial
-        self.judging = (ask.pause, self.service.executor.submit(self.timed_judge, bytes(self.history), text))
+        self.judging = (
+            ask.pause,
+            self.service.executor.submit(self.timed_judge, bytes(self.history[-self.history_bytes :]), text),
+        )
 
     def timed_judge(self, pcm: bytes, text: str) -> Verdict:
         assert self.judge is not None

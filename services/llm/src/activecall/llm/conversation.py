@@ -30,7 +30,6 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -169,7 +168,6 @@ class Conversation:
         self.speech_started_ms = 0
         self.speech_ms = 0  # how long the caller's last stretch of speech lasted
         self.timers: dict[str, TurnTimer] = {}
-        self.background: set[asyncio.Task[None]] = set()
         self.history: list[Message] = []
         self.state = CallState()
         self.answered: set[str] = set()
@@ -196,7 +194,7 @@ class Conversation:
         try:
             await self._loop()
         finally:
-            await stop_tasks([reader, self.current.task if self.current else None, *self.background])
+            await stop_tasks([reader, self.current.task if self.current else None])
         await with_reconnect(self.store.finish, "history")
 
     def _set_up(self, session_variables: dict[str, str]) -> None:
@@ -370,9 +368,7 @@ class Conversation:
         # One caller turn, one reply: what the caller said before the reply was heard joins it.
         earlier = await self._take_back_unheard()
         if earlier is not None:
-            merged = (*earlier.merged, earlier.entry) if earlier.entry is not None else earlier.merged
-            text = f"{earlier.text} {text}"
-            self.work.append(Work("utterance", entry, text, merged))
+            self.work.append(Work("utterance", entry, f"{earlier.text} {text}", earlier.entries))
         else:
             self.work.append(Work("utterance", entry, text))
 
@@ -434,11 +430,6 @@ class Conversation:
             self.history = kept
             self.answered.difference_update(turn.entry_ids)
         metrics.WITHDRAWN_REPLIES.inc()
-
-    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.create_task(work)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
     async def _caller_started(self, message: SpeechStarted) -> None:
         self.clock.caller_started()

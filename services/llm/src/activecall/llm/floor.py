@@ -5,8 +5,8 @@ so the agent is silent at once whatever the speech turns out to be; the conversa
 with no hurry, whether the agent goes on where it paused or stops. Nothing recognisable (a cough, a
 noise) or only words of listening ("uh-huh", "okay", "right") let it go on; anything else stops it.
 
-The recognizer is unreliable on short sounds: it hears "uh-huh" or "mm-hmm" as "ah", "the", "i'm
-home", or as three garbled words). So the length of the speech counts more than its words: speech
+The recognizer is unreliable on short sounds: it heard "uh-huh" as "ah" and "mm-hmm" as "enema" (the
+end-to-end test, bench-turns). So the length of the speech counts more than its words: speech
 that goes on past :data:`SHORT_MS` with words that are not backchannels, or past
 :data:`BACKCHANNEL_MAX_MS` whatever the words, is an interruption; a short one is a backchannel
 unless a word asks for the floor ("wait", "stop", "no"). Partial transcripts only stop a turn once
@@ -25,7 +25,7 @@ _WORD: Final = re.compile(r"[a-z']+")
 # backchannels are short ("uh-huh" is about 400 ms).
 BACKCHANNEL_MAX_MS: Final = 1200
 # Speech shorter than this is a backchannel the recognizer misheard, unless a word is one of
-# FLOOR_WORDS. The VAD's speech includes its hangover: "uh-huh" measures about 550 ms.
+# FLOOR_WORDS. The media worker's VAD counts its hangover in, so a backchannel measures longer.
 SHORT_MS: Final = 800
 FLOOR_WORDS: Final = frozenset(
     ("wait", "stop", "no", "nope", "hold", "hang", "sorry", "excuse", "pardon", "hey", "hello", "what")

@@ -1,7 +1,7 @@
 """Pre-synthesis: the playbooks' fixed phrases are in the phrase cache before a call needs them.
 
-The first call after start-up used to wait for Piper to synthesise its greeting (1.35-2.16 s of
-dead air). The tts now reads every playbook in ``[playbooks] dirs`` before it takes sessions, and
+The first call after start-up used to wait for Piper to synthesise its greeting: dead air before
+the first words. The tts now reads every playbook in ``[playbooks] dirs`` before it takes sessions, and
 again whenever one of those files is added, changed or removed (their mtimes are polled every
 :data:`POLL_S` seconds), and synthesises their fixed phrases at the call rate (8 kHz):
 

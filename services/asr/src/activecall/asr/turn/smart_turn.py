@@ -7,7 +7,7 @@ reads more trailing silence as more finished, so the turn detector uses it as on
 asked once per pause.
 
 The session is loaded once per process and shared: ``InferenceSession.run`` is thread-safe, and one
-intra-op thread keeps one call on one core (85-100 ms for 8 s of audio) so the recognizers of the
+intra-op thread keeps one call on one core (its time: ``make bench-turn-detector``) so the recognizers of the
 other calls keep theirs.
 """
 

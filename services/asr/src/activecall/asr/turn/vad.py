@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import threading
+from collections import deque
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -146,15 +147,12 @@ class LoudnessGate:
         self.inner = inner
         self.below_peak_db = below_peak_db
         self.floor_dbfs = floor_dbfs
-        self.memory_frames = memory_frames
-        self._levels: list[float] = []
+        self._levels: deque[float] = deque(maxlen=memory_frames)
 
     def is_speech(self, frame: bytes) -> bool:
         speech = self.inner.is_speech(frame)  # always asked: the engines keep state across frames
         level = frame_dbfs(frame)
         self._levels.append(level)
-        if len(self._levels) > self.memory_frames:
-            del self._levels[0]
         return speech and level >= max(self.floor_dbfs, max(self._levels) - self.below_peak_db)
 
 
