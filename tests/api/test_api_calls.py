@@ -237,7 +237,7 @@ async def test_call_details_have_variables_timings_and_transcript(
 ) -> None:
     store = CallStore(bus.redis, bus.keys)
     await make_call(bus, "c1", created=10.0, answered=11.0, variables={"X-Twilio-CallSid": "CA1"})
-    await store.set_timing("c1", "answer", 0.5)
+    await store.set_timings("c1", {"answer": 0.5})
     await store.append_transcript("c1", "agent", "Hello", at=12.0)
     await store.append_transcript("c1", "caller", "Hi", at=13.0)
     response = await client.get("/calls/c1")

@@ -25,7 +25,8 @@ from activecall.bus import (
     with_reconnect,
 )
 from activecall.config import RedisSettings
-from activecall.messages import LegClose, LegOpen, LegOpened, Probe, SayText
+from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Probe, SayText
+from activecall.testing.media_responder import MediaResponder
 from activecall.testing.redis_server import RedisServer
 
 
@@ -282,3 +283,69 @@ async def test_a_request_connection_gives_up_on_a_hung_redis(own_redis: tuple[Bu
         assert await requests.execute([("BLPOP", "reply", 1)], blocking_s=1) == [[b"reply", b"v"]]
     finally:
         await requests.close()
+
+
+async def test_a_wrongly_typed_entry_is_skipped_and_counted_and_the_consumer_goes_on(bus: Bus) -> None:
+    responder = MediaResponder(bus, "media-typed")
+    await responder.start()
+    try:
+        control = bus.keys.media_control("media-typed")
+        opened = await bus.request(control, LegOpen(call_id="c9", leg_id="l9"))
+        assert isinstance(opened, LegOpened)
+        before = skipped("MalformedMessage")
+        wrong = {
+            "v": 1,
+            "type": "leg.update",
+            "call_id": "c9",
+            "ts": 1.0,
+            "leg_id": "l9",
+            "remote_port": "abc",
+        }
+        await bus.redis.xadd(control, {FIELD: msgpack.packb(wrong)})
+        answer = await bus.request(control, LegUpdate(call_id="c9", leg_id="l9", remote_port=4000))
+        assert isinstance(answer, Ack) and answer.ok
+        assert [u.remote_port for u in responder.legs["l9"].updates] == [4000]
+        assert skipped("MalformedMessage") == before + 1
+    finally:
+        await responder.stop()
+
+
+async def test_a_group_reader_skips_a_wrongly_typed_entry_and_reads_on(bus: Bus) -> None:
+    stream = bus.keys.media_control("media-group")
+    await bus.ensure_group(stream, "media")
+    before = skipped("MalformedMessage")
+    await bus.redis.xadd(
+        stream, {FIELD: msgpack.packb({"v": 1, "type": "leg.update", "leg_id": "l", "remote_port": "abc"})}
+    )
+    await bus.publish(stream, LegUpdate(leg_id="l", remote_port=4000))
+    entries = await bus.read_group("media", "w1", {stream: ">"}, block_ms=100)
+    assert [(type(e.message), e.message.remote_port) for e in entries] == [(LegUpdate, 4000)]  # type: ignore[attr-defined]
+    assert skipped("MalformedMessage") == before + 1
+    # No reader will ever decode it: acknowledged, so no lease claims and counts it again.
+    pending = await bus.redis.xpending_range(stream, "media", min="-", max="+", count=10)
+    assert [p["message_id"] for p in pending] == [entries[0].id.encode()]
+
+
+async def test_a_group_reader_leaves_an_unknown_type_pending_for_a_newer_reader(bus: Bus) -> None:
+    stream = bus.keys.sessions("probe-unknown")
+    await bus.ensure_group(stream, "probe")
+    unknown = await bus.redis.xadd(stream, {FIELD: msgpack.packb({"v": 1, "type": "from.the.future"})})
+    assert await bus.read_group("probe", "w1", {stream: ">"}, block_ms=100) == []
+    pending = await bus.redis.xpending_range(stream, "probe", min="-", max="+", count=10)
+    assert [p["message_id"] for p in pending] == [unknown]
+
+
+async def test_a_stream_ending_in_a_skipped_entry_is_not_read_again(bus: Bus) -> None:
+    """The reader's cursor stays on the last entry it was given; the bus reads on after the skipped one
+    instead of handing it (and counting it) again at every read."""
+    stream = bus.keys.events("c-tail")
+    first = await bus.publish(stream, Probe(seq=1))
+    await bus.redis.xadd(stream, {FIELD: msgpack.packb({"v": 1, "type": "probe", "seq": "two"})})
+    before = skipped("MalformedMessage")
+    assert [e.id for e in await bus.read({stream: "0"})] == [first]
+    for _ in range(3):
+        assert await bus.read({stream: first}, block_ms=10) == []
+    assert skipped("MalformedMessage") == before + 1
+    third = await bus.publish(stream, Probe(seq=3))
+    assert [e.id for e in await bus.read({stream: first})] == [third]
+    assert [e.id for e in await bus.read({stream: "0"})] == [first, third]

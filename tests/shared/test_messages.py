@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-import dataclasses
-
 import msgpack
+import msgspec
 import pytest
 
 from activecall import messages
@@ -78,14 +77,14 @@ def test_round_trip(type_name: str) -> None:
     original = cls(call_id="c-1", ts=1700000000.25, **SAMPLES[type_name])
     copy = decode(original.encode())
     assert type(copy) is cls
-    assert dataclasses.asdict(copy) == dataclasses.asdict(original)
+    assert msgspec.structs.asdict(copy) == msgspec.structs.asdict(original)
 
 
 def test_envelope_fields_are_on_the_wire() -> None:
     wire = msgpack.unpackb(SayText(call_id="c", ts=1.5, turn_id="t", seq=2, text="Hi").encode())
     assert wire == {
-        "v": 1,
         "type": "say",
+        "v": 1,
         "call_id": "c",
         "ts": 1.5,
         "turn_id": "t",
@@ -126,12 +125,21 @@ def test_entries_of_an_older_writer_take_the_new_fields_defaults() -> None:
     )
 
 
-def test_golden_bytes_of_an_audio_frame() -> None:
+def test_bytes_of_an_audio_frame() -> None:
+    """The type comes first, then the envelope, then the fields in the order the class declares them."""
     frame = AudioFrame(call_id="c", ts=2.0, pcm=b"\x01\x00", sample_rate=8000, seq=1, at_ms=20)
     assert frame.encode() == bytes.fromhex(
-        "88a17601a474797065ab617564696f2e6672616d65a763616c6c5f6964a163a27473cb4000000000000000"
+        "88a474797065ab617564696f2e6672616d65a17601a763616c6c5f6964a163a27473cb4000000000000000"
         "a370636dc4020100ab73616d706c655f72617465cd1f40a373657101a561745f6d7314"
     )
+
+
+def test_a_message_is_stamped_when_first_encoded() -> None:
+    say = SayText(turn_id="t", seq=0)
+    assert say.ts == 0.0
+    stamped = decode(say.encode())
+    assert stamped.ts == say.ts > 0
+    assert decode(say.encode()) == stamped
 
 
 def test_unknown_type_and_version_are_rejected() -> None:
@@ -161,8 +169,44 @@ def test_unknown_fields_from_a_newer_writer_are_ignored() -> None:
 def test_duplicate_type_names_are_refused() -> None:
     with pytest.raises(TypeError, match="registered twice"):
 
-        @dataclasses.dataclass(kw_only=True)
-        class Clash(Message):
+        class Clash(Message, kw_only=True):
             TYPE = "say"
 
     assert messages.known_types()["say"] is SayText
+
+
+def test_a_message_class_must_name_its_type() -> None:
+    with pytest.raises(TypeError, match="declares no TYPE"):
+
+        class Nameless(Message, kw_only=True):
+            text: str = ""
+
+    assert "Nameless" not in {cls.__name__ for cls in known_types().values()}
+
+
+@pytest.mark.parametrize(
+    ("type_name", "fields", "where"),
+    [
+        ("leg.update", {"leg_id": "l1", "remote_port": "abc"}, "remote_port"),
+        ("say", {"turn_id": "t", "seq": "1"}, "seq"),
+        ("audio.frame", {"pcm": "not bytes"}, "pcm"),
+        ("ack", {"ok": "yes"}, "ok"),
+        ("session.start", {"role": "asr", "variables": {"a": 1}}, "variables"),
+        ("turn.timings", {"turn_id": "t", "stages": {"first_packet": "fast"}}, "stages"),
+        ("probe", {"seq": 1, "call_id": 7}, "call_id"),
+        ("probe", {"seq": 1, "ts": "now"}, "ts"),
+    ],
+)
+def test_a_wrongly_typed_field_is_malformed(type_name: str, fields: dict[str, object], where: str) -> None:
+    entry = msgpack.packb({"v": 1, "type": type_name, "call_id": "c", "ts": 1.0, **fields})
+    with pytest.raises(MalformedMessage, match=rf"{type_name}: .*\$\.{where}"):
+        decode(entry)
+
+
+def test_numbers_are_read_as_the_wire_of_before_wrote_them() -> None:
+    """An integer where a float is declared is a float; a float where an integer is declared is not."""
+    entry = {"v": 1, "type": "media.timeout", "call_id": "c", "ts": 1700000000, "idle_s": 30}
+    message = decode(msgpack.packb(entry))
+    assert isinstance(message, messages.MediaTimeout) and (message.ts, message.idle_s) == (1.7e9, 30.0)
+    with pytest.raises(MalformedMessage, match="at_ms"):
+        decode(msgpack.packb({"v": 1, "type": "speech.started", "at_ms": 20.5}))

@@ -3,7 +3,8 @@
 Every key of one call carries the call id as a Redis Cluster hash tag (``call:{id}:events``), so
 the same code runs on one Redis, on Sentinel and on a Cluster. Stream entries hold one field,
 ``m``, the msgpack envelope of :mod:`activecall.messages`. Entries whose type or version this
-process does not know are counted and skipped.
+process does not know, and malformed ones (a field missing or of the wrong type), are counted and
+skipped.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from activecall import metrics, tokens
 from activecall.config import RedisSettings
-from activecall.messages import Message, MessageError, decode
+from activecall.messages import Message, MessageError, UnknownMessage, decode
 
 log = logging.getLogger("activecall.bus")
 
@@ -384,6 +385,39 @@ class RequestConnections:
         await self._disconnects.wait()
 
 
+class SkippedTails:
+    """Where a cursor reader's next read starts when its streams end in entries the bus skipped.
+
+    A reader moves its cursor to the last entry it was given. Entries that cannot be decoded are not
+    given, so a stream ending in one would be read from before it again, at once and forever. The bus
+    remembers that after the reader's position a stream holds only skipped entries up to a later id,
+    and reads on from there while the reader asks from that position.
+    """
+
+    def __init__(self, limit: int = 10_000) -> None:
+        self._limit = limit
+        self._after: dict[str, tuple[str, str]] = {}  # stream -> (the reader's position, read on from)
+
+    def starts(self, streams: dict[str, str]) -> dict[str, str]:
+        if not self._after:
+            return streams
+        after = self._after
+        moved = {}
+        for stream, cursor in streams.items():
+            known = after.get(stream)
+            moved[stream] = known[1] if known is not None and known[0] == cursor else cursor
+        return moved
+
+    def note(self, stream: str, cursor: str, last_read: str, last_given: str | None) -> None:
+        """A read of ``stream`` after ``cursor`` went up to ``last_read`` and gave up to ``last_given``."""
+        if last_given == last_read or cursor == "$":
+            self._after.pop(stream, None)
+            return
+        self._after[stream] = (last_given or cursor, last_read)
+        if len(self._after) > self._limit:
+            del self._after[next(iter(self._after))]
+
+
 def _field_map(fields: list[bytes] | None) -> dict[bytes, bytes] | None:
     """A raw entry's [field, value, ...] as the dict ``decode_entries`` takes (None: deleted)."""
     return None if fields is None else dict(zip(fields[::2], fields[1::2], strict=True))
@@ -406,6 +440,7 @@ class Bus:
         self.keys = Keys(self.settings.prefix)
         self.shared = SharedConnection(redis.connection_pool)
         self.requests = RequestConnections(redis.connection_pool)
+        self.skipped_tails = SkippedTails()
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> Bus:
@@ -471,7 +506,10 @@ class Bus:
 
     # ---------------------------------------------------------------- reading
 
-    def decode_entries(self, stream: str, entries: Sequence[Any]) -> list[Entry]:
+    def decode_entries(
+        self, stream: str, entries: Sequence[Any], malformed: list[str] | None = None
+    ) -> list[Entry]:
+        """The entries that decode; the ids of malformed ones are added to ``malformed`` if given."""
         out: list[Entry] = []
         for raw_id, fields in entries:
             entry_id = as_str(raw_id)
@@ -484,6 +522,8 @@ class Bus:
                 message = decode(data)
             except MessageError as exc:
                 metrics.BUS_SKIPPED.labels(type(exc).__name__).inc()
+                if malformed is not None and not isinstance(exc, UnknownMessage):
+                    malformed.append(entry_id)
                 log.warning(
                     "skipped bus entry", extra={"stream": stream, "entry": entry_id, "error": str(exc)}
                 )
@@ -499,11 +539,15 @@ class Bus:
         The command is packed by hiredis and the reply read raw: redis-py packs each of the 2 x streams
         arguments in Python and parses every entry into a dict, which for a read over a few hundred
         streams (the media worker's) costs more than the entries read.
+
+        Entries that cannot be decoded are counted and skipped once: a stream ending in them is read on
+        after them while the caller asks from the entry before (see :class:`SkippedTails`).
         """
+        starts = self.skipped_tails.starts(streams)
         args = [b"XREAD", b"COUNT", b"%d" % count]
         if block_ms is not None:
             args += [b"BLOCK", b"%d" % block_ms]
-        args += [b"STREAMS", *(name.encode() for name in streams), *(i.encode() for i in streams.values())]
+        args += [b"STREAMS", *(name.encode() for name in starts), *(i.encode() for i in starts.values())]
         command = hiredis.pack_command(tuple(args))  # type: ignore[arg-type]
         pool = self.redis.connection_pool
         connection = await pool.get_connection()  # type: ignore[no-untyped-call]
@@ -518,19 +562,25 @@ class Bus:
         entries: list[Entry] = []
         if not reply:
             return entries
-        for stream, items in reply.items() if isinstance(reply, dict) else reply:  # RESP3 or RESP2
+        for raw_stream, items in reply.items() if isinstance(reply, dict) else reply:  # RESP3 or RESP2
+            stream = as_str(raw_stream)
             pairs = [(entry_id, _field_map(fields)) for entry_id, fields in items]
-            entries.extend(self.decode_entries(as_str(stream), pairs))
+            decoded = self.decode_entries(stream, pairs)
+            entries.extend(decoded)
+            if pairs:
+                last_given = decoded[-1].id if decoded else None
+                self.skipped_tails.note(stream, streams[stream], as_str(pairs[-1][0]), last_given)
         return entries
 
-    def _flatten(self, reply: Any) -> list[Entry]:
-        out: list[Entry] = []
-        if not reply:
-            return out
-        items = reply.items() if isinstance(reply, dict) else reply
-        for stream, entries in items:
-            out.extend(self.decode_entries(as_str(stream), entries))
-        return out
+    async def _decode_group_entries(self, group: str, stream: str, entries: Sequence[Any]) -> list[Entry]:
+        """Decode entries read in a consumer group and acknowledge the malformed ones: no reader will
+        ever decode them, so left pending they would be claimed and counted again every lease. An
+        entry of an unknown type stays pending for a newer reader in the group to claim."""
+        malformed: list[str] = []
+        decoded = self.decode_entries(stream, entries, malformed)
+        if malformed:
+            await self.ack(stream, group, *malformed)
+        return decoded
 
     async def ensure_group(self, stream: str, group: str, start_id: str = "0") -> None:
         """XGROUP CREATE with MKSTREAM; an existing group (BUSYGROUP) is fine."""
@@ -545,7 +595,10 @@ class Bus:
     ) -> list[Entry]:
         """XREADGROUP; ids are ">" for new entries or "0" for this consumer's pending ones."""
         reply = await self.redis.xreadgroup(group, consumer, streams, count=count, block=block_ms)  # type: ignore[arg-type]
-        return self._flatten(reply)
+        out: list[Entry] = []
+        for stream, entries in reply.items() if isinstance(reply, dict) else reply or ():
+            out.extend(await self._decode_group_entries(group, as_str(stream), entries))
+        return out
 
     async def ack(self, stream: str, group: str, *ids: str) -> int:
         if not ids:
@@ -560,7 +613,7 @@ class Bus:
             stream, group, consumer, min_idle_ms, start_id=start_id, count=count
         )
         next_id, entries = as_str(reply[0]), reply[1]
-        return next_id, self.decode_entries(stream, entries)
+        return next_id, await self._decode_group_entries(group, stream, entries)
 
     # ---------------------------------------------------------------- request / reply
 

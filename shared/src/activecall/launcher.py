@@ -22,15 +22,16 @@ from pathlib import Path
 import redis
 
 from activecall.config import Config
+from activecall.contract import Role
 from activecall.registry import ROLES, WorkerInfo
 
-SERVICE_MODULES = {
-    "sip-edge": "activecall.sip_edge",
-    "media": "activecall.media",
-    "asr": "activecall.asr",
-    "llm": "activecall.llm",
-    "tts": "activecall.tts",
-    "api": "activecall.api",
+SERVICE_MODULES: dict[str, str] = {
+    Role.SIP_EDGE: "activecall.sip_edge",
+    Role.MEDIA: "activecall.media",
+    Role.ASR: "activecall.asr",
+    Role.LLM: "activecall.llm",
+    Role.TTS: "activecall.tts",
+    Role.API: "activecall.api",
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 10.0

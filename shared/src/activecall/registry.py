@@ -19,10 +19,11 @@ import redis.asyncio as aioredis
 
 from activecall import metrics
 from activecall.bus import REDIS_DOWN, Backoff, Keys
+from activecall.contract import Role
 
 log = logging.getLogger("activecall.registry")
 
-ROLES = ("sip-edge", "media", "asr", "llm", "tts", "api")
+ROLES = tuple(Role)
 PRUNE_AFTER_TTLS = 60
 
 

@@ -15,6 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from activecall.bus import Command, Keys, as_str
+from activecall.contract import CallState
 
 ENDED_RETENTION_S = 7 * 24 * 3600
 _CREDENTIAL_HEADERS = frozenset(
@@ -34,7 +35,7 @@ def scrub_variables(variables: dict[str, str]) -> dict[str, str]:
 class CallRecord:
     call_id: str
     direction: str
-    state: str = "new"
+    state: str = CallState.NEW
     caller: str = ""
     callee: str = ""
     edge: str = ""
@@ -89,7 +90,7 @@ def create_commands(keys: Keys, record: CallRecord) -> list[Command]:
     ]
 
 
-def finish_commands(keys: Keys, call_id: str, reason: str, state: str = "ended") -> list[Command]:
+def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallState.ENDED) -> list[Command]:
     """End the record, take it out of ``calls:active`` and let its keys expire (run them in a
     transaction: a reader must not see an ended record still active)."""
     values = {"state": state, "end_reason": reason, "ended": str(time.time())}
@@ -122,10 +123,6 @@ class CallStore:
             k: json.dumps(scrub_variables(v)) if k in _JSON_FIELDS else str(v) for k, v in values.items()
         }
         await self.redis.hset(self.keys.call(call_id), mapping=mapping)  # type: ignore[arg-type]
-
-    async def set_timing(self, call_id: str, name: str, value: float) -> None:
-        """Record one timing (an epoch time or a duration in seconds)."""
-        await self.redis.hset(self.keys.call_stream(call_id, "timings"), name, repr(value))
 
     async def set_timings(self, call_id: str, timings: dict[str, float]) -> None:
         """Record several timings in one write."""
@@ -163,7 +160,7 @@ class CallStore:
     async def active_ids(self) -> list[str]:
         return sorted(as_str(m) for m in await self.redis.smembers(self.keys.calls_active()))
 
-    async def finish(self, call_id: str, reason: str, state: str = "ended") -> None:
+    async def finish(self, call_id: str, reason: str, state: str = CallState.ENDED) -> None:
         pipe = self.redis.pipeline(transaction=True)
         for command in finish_commands(self.keys, call_id, reason, state):
             pipe.execute_command(*command)

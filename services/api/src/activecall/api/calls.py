@@ -22,13 +22,13 @@ from activecall.api.models import (
     Problem,
 )
 from activecall.api.validation import find_playbook
+from activecall.contract import CallState, Direction
 from activecall.messages import CallStateChanged, Originate
 from activecall.store import CallRecord
 
 log = logging.getLogger("activecall.api.calls")
 
 DEFAULT_RING_TIMEOUT_S = 60.0
-QUEUED = "queued"
 
 CallId = Annotated[str, Path(pattern=CALL_ID_PATTERN, examples=["5f0c6d1e9a2b4c3d8e7f6a5b4c3d2e1f"])]
 PROBLEMS: dict[int | str, dict[str, Any]] = {
@@ -75,15 +75,15 @@ async def place_call(
     await gateway.store.create(
         CallRecord(
             call_id=call_id,
-            direction="outbound",
-            state=QUEUED,
+            direction=Direction.OUTBOUND,
+            state=CallState.QUEUED,
             caller=body.caller or "",
             callee=body.callee,
             playbook=body.playbook,
             variables=dict(body.variables),
         )
     )
-    await gateway.bus.emit(call_id, CallStateChanged(state=QUEUED))
+    await gateway.bus.emit(call_id, CallStateChanged(state=CallState.QUEUED))
     await gateway.ensure_originate_group()
     await gateway.bus.publish(gateway.bus.keys.originate(), originate_message(call_id, body))
     ORIGINATES.labels("queued").inc()
@@ -93,7 +93,7 @@ async def place_call(
     )
     location = f"/calls/{call_id}"
     response.headers["Location"] = location
-    return CallCreated(call_id=call_id, state=QUEUED, location=location)
+    return CallCreated(call_id=call_id, state=CallState.QUEUED, location=location)
 
 
 def originate_message(call_id: str, body: CallRequest) -> Originate:

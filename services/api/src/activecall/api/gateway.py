@@ -16,13 +16,9 @@ from starlette.requests import HTTPConnection
 
 from activecall.bus import Bus
 from activecall.config import Config
+from activecall.contract import FINAL_STATES, ConsumerGroup, Role
 from activecall.registry import WorkerInfo, list_workers, pick_least_loaded
 from activecall.store import CallRecord, CallStore
-
-EDGE_ROLE = "sip-edge"
-MEDIA_ROLE = "media"
-ORIGINATE_GROUP = "sip-edge"
-ENDED_STATES = frozenset({"ended", "failed", "rejected", "cancelled", "busy", "no-answer"})
 
 
 class GatewayError(Exception):
@@ -36,7 +32,7 @@ class GatewayError(Exception):
 
 
 def is_ended(record: CallRecord) -> bool:
-    return record.ended > 0 or record.state in ENDED_STATES
+    return record.ended > 0 or record.state in FINAL_STATES
 
 
 @dataclass
@@ -61,7 +57,7 @@ class Gateway:
 
     async def require_capacity(self) -> None:
         """Refuse (503) when no live sip-edge or media worker has room for one more call."""
-        for role in (EDGE_ROLE, MEDIA_ROLE):
+        for role in (Role.SIP_EDGE, Role.MEDIA):
             if pick_least_loaded(await self.live_workers(role)) is None:
                 raise GatewayError(
                     503, f"no live {role} worker with free capacity", {"Retry-After": self.retry_after}
@@ -71,7 +67,7 @@ class Gateway:
         """Create the edges' consumer group from the start of the stream, so no request is missed
         by an edge that creates the group after the first ``POST /call``."""
         if not self._originate_group_ready:
-            await self.bus.ensure_group(self.bus.keys.originate(), ORIGINATE_GROUP, "0")
+            await self.bus.ensure_group(self.bus.keys.originate(), ConsumerGroup.ORIGINATE, "0")
             self._originate_group_ready = True
 
     async def record(self, call_id: str) -> CallRecord:

@@ -11,9 +11,10 @@ from fastapi.responses import JSONResponse
 from activecall import metrics
 from activecall.api.auth import require_client
 from activecall.api.calls import PROBLEMS
-from activecall.api.gateway import EDGE_ROLE, MEDIA_ROLE, Gateway, get_gateway
+from activecall.api.gateway import Gateway, get_gateway
 from activecall.api.sd import discovery_targets
 from activecall.bus import REDIS_DOWN
+from activecall.contract import Role
 
 REDIS_PING_TIMEOUT_S = 2.0
 
@@ -35,8 +36,8 @@ async def readyz(gateway: Gateway = Depends(get_gateway)) -> JSONResponse:
     reason = await unready_reason(gateway)
     if reason:
         return JSONResponse({"status": "unready", "reason": reason}, status_code=503)
-    edges = await gateway.live_workers(EDGE_ROLE)
-    media = await gateway.live_workers(MEDIA_ROLE)
+    edges = await gateway.live_workers(Role.SIP_EDGE)
+    media = await gateway.live_workers(Role.MEDIA)
     return JSONResponse(
         {
             "status": "ready",
@@ -53,7 +54,7 @@ async def unready_reason(gateway: Gateway) -> str:
         await asyncio.wait_for(gateway.bus.redis.ping(), REDIS_PING_TIMEOUT_S)
     except (*REDIS_DOWN, TimeoutError) as exc:
         return f"redis unreachable: {exc or type(exc).__name__}"
-    for role in (EDGE_ROLE, MEDIA_ROLE):
+    for role in (Role.SIP_EDGE, Role.MEDIA):
         if not any(not w.draining for w in await gateway.live_workers(role)):
             return f"no live {role} worker"
     return ""

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import uvicorn
 
 from activecall.api.app import create_app
+from activecall.contract import Role
 from activecall.service import BaseService, Runtime, run_service
 
 GRACEFUL_SHUTDOWN_S = 2
@@ -23,7 +24,7 @@ class _Server(uvicorn.Server):
 
 
 class ApiService(BaseService):
-    role = "api"
+    role = Role.API
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)

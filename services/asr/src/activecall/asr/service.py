@@ -35,6 +35,7 @@ from activecall.asr.turn.smart_turn import shared_model
 from activecall.asr.turn.vad import FrameVad, create_frame_vad, silero_session
 from activecall.bus import Entry
 from activecall.config import AsrSettings
+from activecall.contract import Role
 from activecall.messages import AudioFrame, CallEnded, TranscriptFinal, TranscriptPartial
 from activecall.playbook import Playbook, PlaybookError, open_playbook
 from activecall.service import Runtime, SessionService
@@ -99,14 +100,13 @@ class Utterance:
     """What the recognizer has heard since the last final result."""
 
     number: int = 0
-    audio_ms: int = 0
     heard_words: bool = False
     last_partial: str = ""
     entries: list[Entry] = field(default_factory=list)
 
 
 class AsrService(SessionService):
-    role = "asr"
+    role = Role.ASR
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
@@ -307,7 +307,6 @@ class CallRecognizer:
         audio_s = len(pcm) / 2 / self.sample_rate
         metrics.AUDIO_SECONDS.inc(audio_s)
         metrics.DECODE_SECONDS.inc(time.perf_counter() - started)
-        self.utterance.audio_ms += int(audio_s * 1000)
         for result in partials:
             text = result.text.strip()
             if not text or text == self.utterance.last_partial:

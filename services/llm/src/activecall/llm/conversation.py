@@ -35,6 +35,7 @@ from typing import Any, Final
 
 from activecall.bus import Entry, with_reconnect
 from activecall.config import Config
+from activecall.contract import EndReason, Role
 from activecall.llm import metrics
 from activecall.llm.floor import Backchannels, Verdict
 from activecall.llm.followup import SilenceClock
@@ -86,7 +87,7 @@ from activecall.tasks import stop_tasks
 
 log = logging.getLogger("activecall.llm.conversation")
 
-ROLE: Final = "llm"
+ROLE: Final = Role.LLM
 # After our hangup, how long to wait for the edge's call.ended before giving the session up.
 HANGUP_WAIT_S: Final = 30.0
 READ_BLOCK_MS: Final = 1000
@@ -528,7 +529,7 @@ class Conversation:
         elif self.max_end is not None and now >= self.max_end and not self.state.end_sent:
             self.max_end = None
             await self._stop_current_turn()
-            self.state.pending_end = EndAction("hangup", reason="max_duration")
+            self.state.pending_end = EndAction("hangup", reason=EndReason.MAX_DURATION)
             await self._end_call()
         elif self.end_due is not None and now >= self.end_due:
             await self._end_call()
@@ -739,7 +740,7 @@ class Conversation:
         await self._emit(CallError(source=ROLE, error=error))
         record = await self.calls.get(self.call_id)
         if record is not None and record.edge:
-            hangup = Hangup(call_id=self.call_id, reason="playbook error", by=ROLE)
+            hangup = Hangup(call_id=self.call_id, reason=EndReason.PLAYBOOK_ERROR, by=ROLE)
             await self.bus.publish(self.bus.keys.edge_control(record.edge), hangup)
 
     # ---------------------------------------------------------------- helpers

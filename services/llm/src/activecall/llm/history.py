@@ -27,7 +27,6 @@ from activecall.store import ENDED_RETENTION_S
 # Keys of a live call expire this long after their last write, in case no call.ended ever comes.
 ACTIVE_TTL_S: Final = 24 * 3600
 CALL_ANSWERED_NOTE: Final = "[The call was answered.]"
-_META_KEYS: Final = ("turn_id", "pieces", "cut")
 
 Message = dict[str, Any]
 
@@ -187,7 +186,3 @@ def drop_unanswered_tools(messages: list[Message]) -> list[Message]:
         if content:
             kept.append({**message, "content": content})
     return kept
-
-
-def strip_meta(message: Message) -> Message:
-    return {k: v for k, v in message.items() if k not in _META_KEYS}

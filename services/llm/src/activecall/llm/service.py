@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from activecall.contract import Role
 from activecall.llm.conversation import Conversation
 from activecall.llm.providers import Providers, resolve_provider_name
 from activecall.service import Runtime, SessionService
@@ -11,7 +12,7 @@ from activecall.sessions import SessionContext
 
 
 class LlmService(SessionService):
-    role = "llm"
+    role = Role.LLM
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)

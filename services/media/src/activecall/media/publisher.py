@@ -7,8 +7,8 @@ one reply comes back per tick: redis-py's own pipeline packs in Python and parse
 command, which at 50 frames per call-second was most of the bus's share of the CPU. The price: an
 XADD that Redis refuses (a key of the wrong type) goes unnoticed.
 
-A call's audio XADD is framed from bytes packed once per call (:class:`AudioCommand`): per frame
-only the timestamp, the samples and the two counters are packed.
+A call's audio XADD puts the frame, written by the bus's one encoder, behind the command's head
+packed once per call (:class:`AudioCommand`).
 
 A write still in flight when the next tick ends is not doubled: the items wait and leave with the
 next one. While Redis is away the items are kept, up to ``max_pending`` (oldest dropped first,
@@ -19,18 +19,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 import time
 from collections import Counter, deque
 from typing import Final
 
 import hiredis
-import msgpack
 
 from activecall import metrics
 from activecall.bus import FIELD, REDIS_DOWN, Backoff, Bus
 from activecall.media.metrics import STATS
-from activecall.messages import WIRE_VERSION, AudioFrame, Message
+from activecall.messages import AudioFrame, Message
 
 log = logging.getLogger("activecall.media.publisher")
 
@@ -44,78 +42,28 @@ _REPLY_OFF: Final = hiredis.pack_command((b"CLIENT", b"REPLY", b"OFF"))  # type:
 _REPLY_ON: Final = hiredis.pack_command((b"CLIENT", b"REPLY", b"ON"))  # type: ignore[arg-type]
 
 _BULK_EMPTY: Final = b"$0\r\n\r\n"  # how hiredis packs an empty last argument
-_FLOAT64: Final = struct.Struct(">d")  # msgpack's float 64 after its 0xcb marker
-_AT_MS_KEY: Final = msgpack.packb("at_ms")
 
 Item = tuple[bytes, str]  # the packed XADD, the message type
 
 
-def encode_audio_frame(call_id: str, pcm: bytes, sample_rate: int, seq: int, at_ms: int, ts: float) -> bytes:
-    """``AudioFrame(...).encode()`` without building the dataclass: the same bytes for the same ``ts``.
-
-    The envelope keys come first and the fields follow in the order AudioFrame declares them.
-    """
-    wire = {
-        "v": WIRE_VERSION,
-        "type": AudioFrame.TYPE,
-        "call_id": call_id,
-        "ts": ts,
-        "pcm": pcm,
-        "sample_rate": sample_rate,
-        "seq": seq,
-        "at_ms": at_ms,
-    }
-    data: bytes = msgpack.packb(wire, use_bin_type=True)
-    return data
-
-
-def _msgpack_bin_header(size: int) -> bytes:
-    """The header msgpack puts before ``size`` bytes of bin (bin 8, 16 or 32)."""
-    if size < 0x100:
-        return b"\xc4" + size.to_bytes(1, "big")
-    if size < 0x10000:
-        return b"\xc5" + size.to_bytes(2, "big")
-    return b"\xc6" + size.to_bytes(4, "big")
-
-
 class AudioCommand:
-    """The packed XADD of one call's caller frame: the same bytes as ``encode_audio_frame`` packed by
-    ``hiredis.pack_command``, with the stream, the envelope and the field names packed once."""
+    """The packed XADD of one call's caller frame: the same bytes as ``hiredis.pack_command`` makes of
+    it, with the command, the stream and the cap packed once."""
 
-    __slots__ = ("sample_rate", "_command_head", "_frame_head", "_middle", "_bin_headers")
+    __slots__ = ("call_id", "sample_rate", "_command_head")
 
     def __init__(self, stream: str, maxlen: bytes, call_id: str, sample_rate: int) -> None:
+        self.call_id = call_id
         self.sample_rate = sample_rate
         command = hiredis.pack_command((_XADD, stream, _MAXLEN, _APPROX, maxlen, _AUTO_ID, FIELD, b""))  # type: ignore[arg-type]
         assert command.endswith(_BULK_EMPTY)
         self._command_head = command[: -len(_BULK_EMPTY)]
-        # The envelope up to the float marker of ts, in encode_audio_frame's order: a map of 8 entries.
-        packb = msgpack.packb
-        head = [b"\x88", packb("v"), packb(WIRE_VERSION), packb("type"), packb(AudioFrame.TYPE)]
-        head += [packb("call_id"), packb(call_id), packb("ts"), b"\xcb"]
-        self._frame_head = b"".join(head)
-        self._middle = msgpack.packb("sample_rate") + msgpack.packb(sample_rate) + msgpack.packb("seq")
-        self._bin_headers: dict[int, bytes] = {}
 
     def pack(self, pcm: bytes, seq: int, at_ms: int, ts: float) -> bytes:
-        size = len(pcm)
-        header = self._bin_headers.get(size)
-        if header is None:
-            header = self._bin_headers[size] = _msgpack_bin_header(size)
-        packb = msgpack.packb
-        body = b"".join(
-            (
-                self._frame_head,
-                _FLOAT64.pack(ts),
-                b"\xa3pcm",
-                header,
-                pcm,
-                self._middle,
-                packb(seq),
-                _AT_MS_KEY,
-                packb(at_ms),
-            )
+        frame = AudioFrame(
+            call_id=self.call_id, ts=ts, pcm=pcm, sample_rate=self.sample_rate, seq=seq, at_ms=at_ms
         )
+        body = frame.encode()
         return b"".join((self._command_head, b"$%d\r\n" % len(body), body, b"\r\n"))
 
 

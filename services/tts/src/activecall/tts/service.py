@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from activecall.audio import resample, trim_leading_silence
 from activecall.bus import Entry
+from activecall.contract import Role
 from activecall.messages import AudioChunk, BargeIn, CallEnded, SaySynthesized, SayText, TurnCancelled
 from activecall.service import Runtime, SessionService
 from activecall.sessions import SessionContext
@@ -84,7 +85,7 @@ class PhraseCache:
 
 
 class TtsService(SessionService):
-    role = "tts"
+    role = Role.TTS
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
