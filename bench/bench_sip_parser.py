@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import timeit
 
-from activecall.sip_edge.message import SipRequest, StreamFramer, parse_message, validate_request
+from activecall.sip_edge.sip.syntax.message import SipRequest, StreamFramer, parse_message, validate_request
 
 INVITE = (
     b"INVITE sip:+15551234567@edge.example.com:5060;transport=udp SIP/2.0\r\n"

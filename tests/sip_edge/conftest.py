@@ -14,7 +14,7 @@ from activecall.bus import Bus
 from activecall.config import Config, RedisSettings
 from activecall.service import Runtime
 from activecall.sip_edge.service import SipEdgeService
-from activecall.sip_edge.ua import UaSettings
+from activecall.sip_edge.sip.ua.ua import UaSettings
 from activecall.testing.media_responder import MediaResponder
 from activecall.testing.redis_server import free_port
 

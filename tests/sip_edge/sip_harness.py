@@ -12,8 +12,8 @@ from activecall.bus import Bus
 from activecall.config import Config
 from activecall.messages import Message
 from activecall.sip_edge.service import SipEdgeService
-from activecall.sip_edge.timers import BaseIntervals
-from activecall.sip_edge.transport import Transport
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals
+from activecall.sip_edge.sip.transport.transport import Transport
 from activecall.testing.media_responder import MediaResponder
 
 SCENARIOS = Path(__file__).parent / "scenarios"
@@ -110,7 +110,7 @@ class RecordingTransport:
     def send_bytes(
         self, data: bytes, message: Any, dest: Any, on_error: Callable[[Exception], None] | None = None
     ) -> None:
-        from activecall.sip_edge.transport import TransportError
+        from activecall.sip_edge.sip.transport.transport import TransportError
 
         if self.fail:
             error = TransportError("connection refused")
@@ -286,7 +286,7 @@ class RawPhone:
 
     async def receive(self, within: float = 3.0) -> Any:
         """The next message from the edge, parsed."""
-        from activecall.sip_edge.message import parse_message
+        from activecall.sip_edge.sip.syntax.message import parse_message
 
         return parse_message(await self.peer.receive(within))
 
@@ -306,7 +306,7 @@ class RawPhone:
                 return message
 
     def reply(self, request: Any, status: int) -> None:
-        from activecall.sip_edge.message import make_response
+        from activecall.sip_edge.sip.syntax.message import make_response
 
         self.peer.send(bytes(make_response(request, status)), self.edge_port)
 

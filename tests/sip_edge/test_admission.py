@@ -9,7 +9,7 @@ import pytest
 
 from activecall.bus import Bus
 from activecall.registry import WorkerInfo
-from activecall.sip_edge.admission import Acl, AclError, MediaPool
+from activecall.sip_edge.app.admission import Acl, AclError, MediaPool
 
 
 def test_acl_denies_first_then_allows_only_the_allow_list() -> None:
@@ -67,7 +67,7 @@ async def test_no_live_worker_means_no_capacity(bus: Bus) -> None:
 async def test_calls_that_find_the_registry_stale_together_share_one_read(
     bus: Bus, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from activecall.sip_edge import admission
+    from activecall.sip_edge.app import admission
 
     reads = 0
     real = admission.list_workers

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from activecall.sip_edge.dialog import Dialog, DialogState
-from activecall.sip_edge.message import SipRequest, SipResponse, make_response
-from activecall.sip_edge.uri import NameAddr
+from activecall.sip_edge.sip.dialog.dialog import Dialog, DialogState
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse, make_response
+from activecall.sip_edge.sip.syntax.uri import NameAddr
 
 # An INVITE as Twilio sends it: two Record-Route entries and a private Contact.
 TWILIO_INVITE = (

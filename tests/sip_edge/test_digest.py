@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from activecall.sip_edge.digest import (
+from activecall.sip_edge.sip.syntax.digest import (
     CHALLENGE_HEADERS,
     Challenge,
     Credentials,

@@ -10,7 +10,7 @@ from sip_harness import EdgeFactory, make_certificate
 from test_edge_sipp import wait_event
 
 from activecall.messages import CallAnswered, CallEnded, Hangup, Originate
-from activecall.sip_edge.transport import Transport
+from activecall.sip_edge.sip.transport.transport import Transport
 from activecall.testing.baresip import BaresipPhone
 from activecall.testing.redis_server import free_port
 

@@ -9,7 +9,7 @@ import pytest
 from sip_harness import WebhookServer
 
 from activecall.config import Handler, HandlerRule
-from activecall.sip_edge.handler import (
+from activecall.sip_edge.app.handler import (
     CallInfo,
     Decision,
     HandlerError,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from activecall.sip_edge.headers import (
+from activecall.sip_edge.sip.syntax.headers import (
     COMPACT_FORMS,
     CONTACT_WILDCARD,
     AuthHeader,
@@ -26,9 +26,10 @@ from activecall.sip_edge.headers import (
     parse_vias,
     split_header_values,
 )
-from activecall.sip_edge.message import (
+from activecall.sip_edge.sip.syntax.message import (
     Headers,
     KeepAlive,
+    MalformedMessage,
     SipParseError,
     SipRequest,
     SipResponse,
@@ -38,7 +39,7 @@ from activecall.sip_edge.message import (
     validate_request,
     validate_response,
 )
-from activecall.sip_edge.uri import OpaqueUri, SipUri
+from activecall.sip_edge.sip.syntax.uri import OpaqueUri, SipUri
 
 VECTORS = Path(__file__).parent / "vectors" / "rfc4475"
 
@@ -448,7 +449,7 @@ def test_invalid_vector_outcome(name: str) -> None:
     expected = INVALID[name]
     data = load("invalid", name)
     if expected.parse_error is not None:
-        with pytest.raises(SipParseError) as caught:
+        with pytest.raises(MalformedMessage) as caught:
             parse_message(data)
         assert caught.value.reason == expected.parse_error
         partial = caught.value.partial

@@ -14,8 +14,9 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from activecall.sip_edge.headers import COMPACT_FORMS
-from activecall.sip_edge.message import (
+from activecall.sip_edge.sip.syntax.headers import COMPACT_FORMS
+from activecall.sip_edge.sip.syntax.message import (
+    MalformedMessage,
     SipParseError,
     SipRequest,
     SipResponse,
@@ -25,7 +26,7 @@ from activecall.sip_edge.message import (
     validate_request,
     validate_response,
 )
-from activecall.sip_edge.uri import SipUri
+from activecall.sip_edge.sip.syntax.uri import SipUri
 
 SEED = 4475
 MUTATED_INPUTS = 100_000
@@ -172,7 +173,7 @@ def exercise(message: SipRequest | SipResponse) -> None:
 def throw_at_parser(data: bytes) -> bool:
     try:
         message = parse_message(data)
-    except SipParseError as exc:
+    except MalformedMessage as exc:
         if exc.partial is not None:
             bytes(make_response(exc.partial, 400, exc.reason))
         return False

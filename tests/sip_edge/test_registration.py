@@ -16,7 +16,12 @@ import pytest
 from sip_harness import EdgeFactory, poll
 
 from activecall.config import SipRegistration
-from activecall.sip_edge.registration import Registration, refresh_delay, registration_uri, sends_register
+from activecall.sip_edge.sip.ua.registration import (
+    Registration,
+    refresh_delay,
+    registration_uri,
+    sends_register,
+)
 from activecall.testing.redis_server import free_port
 
 # A registrar that challenges every REGISTER (qop=auth, nonce counts checked) and accepts only

@@ -14,12 +14,12 @@ import dns.rrset
 import pytest
 from sip_harness import UdpPeer
 
-from activecall.sip_edge.message import SipRequest
-from activecall.sip_edge.resolver import ResolveError, Resolver, SrvRecord, order_srv
-from activecall.sip_edge.timers import BaseIntervals
-from activecall.sip_edge.transport import Target, Transport, TransportLayer, TransportSettings
-from activecall.sip_edge.ua import IncomingCall, UaSettings, UserAgent
-from activecall.sip_edge.uri import SipUri
+from activecall.sip_edge.sip.syntax.message import SipRequest
+from activecall.sip_edge.sip.syntax.uri import SipUri
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals
+from activecall.sip_edge.sip.transport.resolver import ResolveError, Resolver, SrvRecord, order_srv
+from activecall.sip_edge.sip.transport.transport import Target, Transport, TransportLayer, TransportSettings
+from activecall.sip_edge.sip.ua.ua import IncomingCall, UaSettings, UserAgent
 
 ZONE = {
     ("example.test.", "NAPTR"): [

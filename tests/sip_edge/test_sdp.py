@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from activecall.sip_edge.sdp import (
+from activecall.sip_edge.sip.syntax.sdp import (
     G722,
     PCMA,
     PCMU,

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from sip_harness import ManualClock, RecordingTransport
 
-from activecall.sip_edge.message import SipRequest, SipResponse, make_response
-from activecall.sip_edge.timers import BaseIntervals, timer_values
-from activecall.sip_edge.transaction import (
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse, make_response
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals, timer_values
+from activecall.sip_edge.sip.transaction.transaction import (
     ClientTransaction,
     InviteServerTransaction,
     ServerTransaction,
@@ -17,7 +17,7 @@ from activecall.sip_edge.transaction import (
     TransactionTransportError,
     server_key,
 )
-from activecall.sip_edge.transport import Flow, Target, Transport
+from activecall.sip_edge.sip.transport.transport import Flow, Target, Transport
 
 PEER = ("192.0.2.1", 5060)
 LOCAL = ("192.0.2.10", 5060)

@@ -11,9 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 from sip_harness import UdpPeer, make_certificate
 
-from activecall.sip_edge.message import SipRequest, SipResponse, make_response
-from activecall.sip_edge.resolver import Resolver
-from activecall.sip_edge.transport import (
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse, make_response
+from activecall.sip_edge.sip.syntax.uri import SipUri
+from activecall.sip_edge.sip.transport.resolver import Resolver
+from activecall.sip_edge.sip.transport.transport import (
     Flow,
     Target,
     Transport,
@@ -23,7 +24,6 @@ from activecall.sip_edge.transport import (
     client_tls_context,
     server_tls_context,
 )
-from activecall.sip_edge.uri import SipUri
 
 
 def options(branch: str = "z9hG4bKt1", via: str = "127.0.0.1:5999;rport", transport: str = "UDP") -> bytes:

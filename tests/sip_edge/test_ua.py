@@ -6,14 +6,14 @@ import asyncio
 
 from sip_harness import ManualClock, RecordingTransport
 
-from activecall.sip_edge.message import SipRequest, SipResponse, make_response
-from activecall.sip_edge.resolver import Resolver
-from activecall.sip_edge.sdp import SdpParseError
-from activecall.sip_edge.session import InviteSession, SessionListener
-from activecall.sip_edge.timers import BaseIntervals
-from activecall.sip_edge.transport import Flow, Transport
-from activecall.sip_edge.ua import IncomingCall, OutgoingCall, UaSettings, UserAgent
-from activecall.sip_edge.uri import NameAddr, SipUri
+from activecall.sip_edge.sip.dialog.session import InviteSession, SessionListener
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse, make_response
+from activecall.sip_edge.sip.syntax.sdp import SdpParseError
+from activecall.sip_edge.sip.syntax.uri import NameAddr, SipUri
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals
+from activecall.sip_edge.sip.transport.resolver import Resolver
+from activecall.sip_edge.sip.transport.transport import Flow, Transport
+from activecall.sip_edge.sip.ua.ua import IncomingCall, OutgoingCall, UaSettings, UserAgent
 
 PEER = ("192.0.2.1", 5060)
 FLOW = Flow(Transport.UDP, PEER, ("192.0.2.10", 5060))

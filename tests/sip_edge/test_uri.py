@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from activecall.sip_edge.uri import (
+from activecall.sip_edge.sip.syntax.uri import (
     NameAddr,
     OpaqueUri,
     SipParseError,

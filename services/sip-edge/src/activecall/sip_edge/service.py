@@ -2,7 +2,7 @@
 
 Listeners come from the config: ``udp_port``, ``tcp_port`` and ``tls_port`` on ``addr`` (0 turns one
 off); ``external_ip`` is the address written in Via, Contact and SDP. Load is the number of calls
-held; capacity is :data:`~activecall.sip_edge.edge.MAX_CALLS`.
+held; capacity is :data:`~activecall.sip_edge.app.edge.MAX_CALLS`.
 """
 
 from __future__ import annotations
@@ -14,12 +14,18 @@ import redis.asyncio as aioredis
 
 from activecall.bus import Bus
 from activecall.config import RedisSettings
+from activecall.contract import Role
 from activecall.service import BaseService, Runtime, settle_collector
-from activecall.sip_edge.edge import Edge, EdgeOptions
-from activecall.sip_edge.resolver import Resolver
-from activecall.sip_edge.timers import BaseIntervals
-from activecall.sip_edge.transport import Transport, TransportLayer, TransportSettings, server_tls_context
-from activecall.sip_edge.ua import UaSettings
+from activecall.sip_edge.app.edge import Edge, EdgeOptions
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals
+from activecall.sip_edge.sip.transport.resolver import Resolver
+from activecall.sip_edge.sip.transport.transport import (
+    Transport,
+    TransportLayer,
+    TransportSettings,
+    server_tls_context,
+)
+from activecall.sip_edge.sip.ua.ua import UaSettings
 
 log = logging.getLogger("activecall.sip_edge.service")
 
@@ -40,7 +46,7 @@ def edge_bus(settings: RedisSettings) -> Bus:
 
 
 class SipEdgeService(BaseService):
-    role = "sip-edge"
+    role = Role.SIP_EDGE
 
     def __init__(
         self,

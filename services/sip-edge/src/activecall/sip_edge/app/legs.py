@@ -19,12 +19,13 @@ from dataclasses import dataclass
 
 from activecall import tokens
 from activecall.bus import REDIS_DOWN, Bus, BusTimeout, xadd_command
+from activecall.contract import MediaDirection
 from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Message, decode
 from activecall.sip_edge import metrics
-from activecall.sip_edge.admission import MediaPool
-from activecall.sip_edge.sdp import SUITE_AES_CM_128_HMAC_SHA1_80, Answer, CryptoAttribute
+from activecall.sip_edge.app.admission import MediaPool
+from activecall.sip_edge.sip.syntax.sdp import SUITE_AES_CM_128_HMAC_SHA1_80, Answer, CryptoAttribute
 
-log = logging.getLogger("activecall.sip_edge.legs")
+log = logging.getLogger("activecall.sip_edge.app.legs")
 
 OPEN_ATTEMPTS = 2
 
@@ -50,6 +51,11 @@ class Leg:
         except (binascii.Error, ValueError) as exc:
             raise LegError(f"worker {self.worker} sent an unreadable SRTP key") from exc
         return CryptoAttribute(tag, suite or self.crypto_suite or SUITE_AES_CM_128_HMAC_SHA1_80, key_salt)
+
+
+def media_address(leg: Leg, external_ip: str) -> str:
+    """The RTP address written in c=: the public address when set, else the worker's."""
+    return external_ip or leg.address
 
 
 class LegClient:
@@ -115,7 +121,7 @@ class LegClient:
             codec=answer.codec.name.upper(),
             telephone_event_pt=answer.telephone_event_pt or 0,
             ptime=answer.ptime,
-            direction=answer.direction.value,
+            direction=MediaDirection(answer.direction.value),
             remote_crypto_suite=remote.suite if remote else "",
             remote_crypto_key=base64.b64encode(remote.key_salt).decode("ascii") if remote else "",
         )

@@ -12,11 +12,11 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from activecall.bus import REDIS_DOWN, Keys
+from activecall.contract import Role
 from activecall.registry import WorkerInfo, list_workers
 
-log = logging.getLogger("activecall.sip_edge.admission")
+log = logging.getLogger("activecall.sip_edge.app.admission")
 
-MEDIA_ROLE = "media"
 REGISTRY_REFRESH_S = 0.5
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -81,7 +81,7 @@ class MediaPool:
 
     async def _read(self) -> None:
         try:
-            self._workers = await list_workers(self.redis, self.keys, MEDIA_ROLE, self.ttl)
+            self._workers = await list_workers(self.redis, self.keys, Role.MEDIA, self.ttl)
         except REDIS_DOWN as exc:
             log.warning("cannot read the media registry", extra={"error": str(exc)})
             self._workers = []

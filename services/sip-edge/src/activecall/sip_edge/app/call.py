@@ -4,18 +4,20 @@ Every state change is written to the call record and announced on ``call:{id}:ev
 (:class:`CallStateChanged`); answering adds :class:`CallAnswered` and the three
 :class:`SessionStart` entries; the end closes the leg, finishes the record and emits
 :class:`CallEnded`. Ending is idempotent, whoever triggers it (BYE either way, a command, a media
-timeout, a failed setup).
+timeout, a failed setup). A call knows its edge only through a :class:`CallContext`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import enum
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Protocol
 
-from activecall.bus import Command, as_str, xadd_command
+from activecall.bus import Bus, Command, as_str, xadd_command
+from activecall.contract import SESSION_ROLES, CallState, Direction, Role
 from activecall.messages import (
     CallAnswered,
     CallEnded,
@@ -28,14 +30,21 @@ from activecall.messages import (
 )
 from activecall.metrics import BUS_PUBLISHED
 from activecall.sip_edge import metrics
-from activecall.sip_edge.legs import Leg, LegError
-from activecall.sip_edge.message import SipRequest
-from activecall.sip_edge.sdp import Answer, SdpError, SessionDescription, process_answer, update_answer
-from activecall.sip_edge.session import InviteSession, SessionListener
-from activecall.sip_edge.ua import OutgoingCall
-from activecall.sip_edge.uri import SipUri
+from activecall.sip_edge.app.legs import Leg, LegClient, LegError
+from activecall.sip_edge.sip.dialog.session import InviteSession, SessionListener
+from activecall.sip_edge.sip.syntax.message import SipRequest
+from activecall.sip_edge.sip.syntax.sdp import (
+    Answer,
+    SdpError,
+    SessionDescription,
+    process_answer,
+    update_answer,
+)
+from activecall.sip_edge.sip.syntax.uri import SipUri
+from activecall.sip_edge.sip.ua.ua import OutgoingCall
 from activecall.store import (
     CallRecord,
+    CallStore,
     create_commands,
     finish_commands,
     hset_command,
@@ -43,35 +52,10 @@ from activecall.store import (
     transaction,
 )
 
-if TYPE_CHECKING:
-    from activecall.sip_edge.edge import Edge
+log = logging.getLogger("activecall.sip_edge.app.call")
 
-log = logging.getLogger("activecall.sip_edge.call")
-
-# What an ended call's session hears from then on: offers and transfers refused, events ignored.
-ENDED_CALL = SessionListener()
-
-SESSION_ROLES = ("asr", "llm", "tts")
 SAMPLE_RATE = 8000
 STATUS_ACCEPTED = 202
-
-
-class CallState(enum.StrEnum):
-    NEW = "new"
-    # Written by the api for an outbound call before any edge takes its Originate.
-    QUEUED = "queued"
-    DIALING = "dialing"
-    RINGING = "ringing"
-    EARLY = "early"
-    ANSWERED = "answered"
-    TRANSFERRING = "transferring"
-    ENDED = "ended"
-    REJECTED = "rejected"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-FINAL_STATES = frozenset({CallState.ENDED, CallState.REJECTED, CallState.FAILED, CallState.CANCELLED})
 
 
 class SetupFailed(Exception):
@@ -98,20 +82,39 @@ def uri_user(uri: object) -> str:
     return uri.user if isinstance(uri, SipUri) and uri.user else str(uri)
 
 
+class Spawn(Protocol):
+    def __call__(self, coroutine: Coroutine[Any, Any, Any], name: str = "") -> asyncio.Task[Any]:
+        """Run ``coroutine`` as a task the edge keeps, logs if it fails, and cancels on shutdown."""
+        ...
+
+
+@dataclass(frozen=True)
+class CallContext:
+    """What a call needs of its edge: where it records and announces itself, the media legs, a place
+    to run its tasks, and whom to tell once it has ended."""
+
+    edge_id: str
+    bus: Bus
+    store: CallStore
+    legs: LegClient
+    spawn: Spawn
+    on_ended: Callable[[Call], None]
+
+
 class Call(SessionListener):
     """The edge's view of one call; also the listener of its SIP session."""
 
     def __init__(
         self,
-        edge: Edge,
+        context: CallContext,
         call_id: str,
-        direction: str,
+        direction: Direction,
         caller: str,
         callee: str,
         sip_call_id: str,
         variables: dict[str, str],
     ) -> None:
-        self.edge = edge
+        self.context = context
         self.call_id = call_id
         self.direction = direction
         self.caller = caller
@@ -146,7 +149,8 @@ class Call(SessionListener):
     async def adopt_queued_record(self) -> None:
         """Start from ``queued`` when the api queued this call (its record says so), so the first
         state change reads ``previous=queued``, continuing the api's own ``queued`` event."""
-        (state,) = await self.edge.bus.execute([("HGET", self.edge.bus.keys.call(self.call_id), "state")])
+        bus = self.context.bus
+        (state,) = await bus.execute([("HGET", bus.keys.call(self.call_id), "state")])
         if state is not None and as_str(state) == CallState.QUEUED.value:
             self.state = CallState.QUEUED
 
@@ -155,38 +159,42 @@ class Call(SessionListener):
         record = CallRecord(
             call_id=self.call_id,
             direction=self.direction,
-            state=state.value,
+            state=state,
             caller=self.caller,
             callee=self.callee,
-            edge=self.edge.edge_id,
+            edge=self.context.edge_id,
             playbook=self.playbook,
             sip_call_id=self.sip_call_id,
             variables=self.variables,
         )
         previous, self.state = self.state, state
-        event = CallStateChanged(call_id=self.call_id, state=state.value, previous=previous.value)
-        commands = create_commands(self.edge.bus.keys, record)
-        commands.append(self._xadd(self.edge.bus.keys.events(self.call_id), event))
-        await self.edge.bus.execute(commands)
+        event = CallStateChanged(call_id=self.call_id, state=state, previous=previous)
+        bus = self.context.bus
+        commands = create_commands(bus.keys, record)
+        commands.append(self._xadd(bus.keys.events(self.call_id), event))
+        await bus.execute(commands)
 
     def _xadd(self, stream: str, message: Message, capped: bool = True) -> Command:
         metrics.child(BUS_PUBLISHED, message.TYPE).inc()
-        return xadd_command(stream, message, self.edge.bus.settings.events_maxlen if capped else None)
+        return xadd_command(stream, message, self.context.bus.settings.events_maxlen if capped else None)
 
     async def set_state(self, state: CallState, reason: str = "") -> None:
         if state is self.state:
             return
         previous, self.state = self.state, state
-        event = CallStateChanged(
-            call_id=self.call_id, state=state.value, previous=previous.value, reason=reason
-        )
+        event = CallStateChanged(call_id=self.call_id, state=state, previous=previous, reason=reason)
         await asyncio.gather(
-            self.edge.store.update(self.call_id, state=state.value), self.edge.bus.emit(self.call_id, event)
+            self.context.store.update(self.call_id, state=state.value),
+            self.context.bus.emit(self.call_id, event),
         )
+
+    async def record_sip_call_id(self, sip_call_id: str) -> None:
+        self.sip_call_id = sip_call_id
+        await self.context.store.update(self.call_id, sip_call_id=sip_call_id)
 
     async def publish_answered(self) -> None:
         """The answered state, CallAnswered, the three session entries and the record, in one round trip."""
-        keys = self.edge.bus.keys
+        keys = self.context.bus.keys
         previous, self.state = self.state, CallState.ANSWERED
         events = keys.events(self.call_id)
         variables = scrub_variables(self.variables)
@@ -201,9 +209,7 @@ class Call(SessionListener):
         fields = {"state": CallState.ANSWERED.value, "answered": str(time.time()), "playbook": self.playbook}
         if self.leg is not None:
             fields["media_worker"] = self.leg.worker
-        changed = CallStateChanged(
-            call_id=self.call_id, state=CallState.ANSWERED.value, previous=previous.value
-        )
+        changed = CallStateChanged(call_id=self.call_id, state=CallState.ANSWERED, previous=previous)
         commands = [self._xadd(events, changed), self._xadd(events, answered)]
         for role in SESSION_ROLES:
             # sessions:{role} is never capped: its entries live until their session ends.
@@ -211,7 +217,7 @@ class Call(SessionListener):
                 self._xadd(keys.sessions(role), self._session_start(role, variables), capped=False)
             )
         commands.append(hset_command(keys.call(self.call_id), fields))
-        results = await self.edge.bus.execute(commands)
+        results = await self.context.bus.execute(commands)
         self.events_cursor = as_str(results[1])
         metrics.child(metrics.CALL_SETUP, self.direction).observe(time.monotonic() - self.started)
 
@@ -225,8 +231,8 @@ class Call(SessionListener):
         )
 
     async def emit(self, *messages: Any) -> None:
-        stream = self.edge.bus.keys.events(self.call_id)
-        await self.edge.bus.publish_many([(stream, m) for m in messages])
+        bus = self.context.bus
+        await bus.publish_many([(bus.keys.events(self.call_id), m) for m in messages])
 
     # ---------------------------------------------------------------- ending
 
@@ -239,32 +245,25 @@ class Call(SessionListener):
         if self.session is not None and not self.session.terminated.is_set():
             await self.session.bye(reason)
         try:
-            keys = self.edge.bus.keys
+            keys = self.context.bus.keys
             previous, self.state = self.state, state
             # The record is ended before CallEnded is out, all in one round trip.
             commands = transaction(finish_commands(keys, self.call_id, reason, state.value))
             if self.leg is not None:
-                stream, close = self.edge.legs.close_command(self.call_id, self.leg)
+                stream, close = self.context.legs.close_command(self.call_id, self.leg)
                 commands.append(self._xadd(stream, close))
-            change = CallStateChanged(
-                call_id=self.call_id, state=state.value, previous=previous.value, reason=reason
-            )
+            change = CallStateChanged(call_id=self.call_id, state=state, previous=previous, reason=reason)
             ended = CallEnded(call_id=self.call_id, reason=reason, by=by, status=status)
             commands += [
                 self._xadd(keys.events(self.call_id), change),
                 self._xadd(keys.events(self.call_id), ended),
             ]
-            await self.edge.bus.execute(commands)
+            await self.context.bus.execute(commands)
         except Exception:
             log.exception("could not record the end of a call", extra={"call_id": self.call_id})
         finally:
             metrics.child(metrics.CALLS, self.direction, result).inc()
-            self.edge.forget(self)
-            if self.session is not None:
-                # The session lingers in the transaction layer for a while (RFC 3261 timers); without
-                # the call as its listener it no longer keeps the call alive in a reference cycle, so
-                # reference counting frees the call and its leg at once rather than a full collection.
-                self.session.listener = ENDED_CALL
+            self.context.on_ended(self)
             self.ended.set()
             log.info(
                 "call ended", extra={"call_id": self.call_id, "reason": reason, "by": by, "status": status}
@@ -274,7 +273,7 @@ class Call(SessionListener):
         """End the call from our side, in whatever state it is."""
         self.abort_reason, self.abort_by = reason, by
         if self.session is not None:
-            self.edge.spawn(self.session.bye(reason), f"bye-{self.call_id}")
+            self.context.spawn(self.session.bye(reason), f"bye-{self.call_id}")
             return
         self.abort.set()
         if self.outgoing is not None:
@@ -288,7 +287,7 @@ class Call(SessionListener):
         if previous is None or self.leg is None:
             raise SdpError("no negotiated media to update")
         answer = update_answer(previous, SessionDescription.parse(offer))
-        await self.edge.legs.update(self.call_id, self.leg, answer)
+        await self.context.legs.update(self.call_id, self.leg, answer)
         self.answer = answer
         return bytes(answer.sdp)
 
@@ -300,7 +299,7 @@ class Call(SessionListener):
             outcome = process_answer(
                 SessionDescription.parse(session.local_sdp), SessionDescription.parse(answer)
             )
-            await self.edge.legs.update(self.call_id, self.leg, outcome)
+            await self.context.legs.update(self.call_id, self.leg, outcome)
         except (SdpError, LegError) as exc:
             log.warning(
                 "cannot use the answer in the ACK", extra={"call_id": self.call_id, "error": str(exc)}
@@ -309,24 +308,24 @@ class Call(SessionListener):
     def on_terminated(self, session: InviteSession, reason: str, by: str) -> None:
         if by == "local" and self.abort_by:
             by = self.abort_by  # who asked for the hangup: the api, the media worker, a timeout
-        self.edge.spawn(self.finish(reason, by), f"finish-{self.call_id}")
+        self.context.spawn(self.finish(reason, by), f"finish-{self.call_id}")
 
     def on_dtmf(self, session: InviteSession, digit: str, duration_ms: int) -> None:
         event = DtmfReceived(call_id=self.call_id, digit=digit, duration_ms=duration_ms)
-        self.edge.spawn(self.edge.bus.emit(self.call_id, event))
+        self.context.spawn(self.context.bus.emit(self.call_id, event))
 
     def on_refer(self, session: InviteSession, refer_to: str, request: SipRequest) -> int:
         event = TransferRequested(call_id=self.call_id, target=refer_to, by="remote")
-        self.edge.spawn(self.edge.bus.emit(self.call_id, event))
+        self.context.spawn(self.context.bus.emit(self.call_id, event))
         return STATUS_ACCEPTED
 
     def on_refer_progress(self, session: InviteSession, status: int, final: bool) -> None:
         if not final or self.state is not CallState.TRANSFERRING:
             return
         if status < 300:
-            self.edge.spawn(self.finish("transferred", "transfer"), f"finish-{self.call_id}")
+            self.context.spawn(self.finish("transferred", "transfer"), f"finish-{self.call_id}")
         else:
-            self.edge.spawn(self._transfer_failed(f"the transfer target answered {status}"))
+            self.context.spawn(self._transfer_failed(f"the transfer target answered {status}"))
 
     # ---------------------------------------------------------------- transfer
 
@@ -335,7 +334,7 @@ class Call(SessionListener):
         session = self.session
         if session is None or not self.answered:
             await self.emit(
-                CallError(call_id=self.call_id, source="sip-edge", error="transfer: call not answered")
+                CallError(call_id=self.call_id, source=Role.SIP_EDGE, error="transfer: call not answered")
             )
             return
         uri = target if ":" in target else f"tel:{target}"
@@ -346,6 +345,8 @@ class Call(SessionListener):
             await self._transfer_failed(f"REFER answered {response.status}")
 
     async def _transfer_failed(self, error: str) -> None:
-        await self.emit(CallError(call_id=self.call_id, source="sip-edge", error=f"transfer failed: {error}"))
+        await self.emit(
+            CallError(call_id=self.call_id, source=Role.SIP_EDGE, error=f"transfer failed: {error}")
+        )
         if self.state is CallState.TRANSFERRING:
             await self.set_state(CallState.ANSWERED, reason="transfer failed")

@@ -3,7 +3,8 @@
 It answers what needs no application (OPTIONS, requests for unknown dialogs, unsupported methods),
 hands new INVITEs to the application as :class:`IncomingCall`, places calls with
 :class:`OutgoingCall` (digest retry on 401/407, CANCEL, RFC 3263 failover across addresses), and
-routes in-dialog requests, ACKs and late 2xx to their :class:`~activecall.sip_edge.session.InviteSession`.
+routes in-dialog requests, ACKs and late 2xx to their
+:class:`~activecall.sip_edge.sip.dialog.session.InviteSession`.
 """
 
 from __future__ import annotations
@@ -16,31 +17,16 @@ from typing import Protocol
 
 from activecall import tokens
 from activecall.sip_edge import metrics
-from activecall.sip_edge.dialog import MAX_FORWARDS, Dialog, DialogError, new_tag
-from activecall.sip_edge.digest import (
-    CHALLENGE_HEADERS,
-    DigestClient,
-    DigestError,
-    select_challenge,
-)
-from activecall.sip_edge.message import (
-    Headers,
-    SipParseError,
-    SipRequest,
-    SipResponse,
-    make_response,
-    validate_request,
-)
-from activecall.sip_edge.resolver import ResolveError, Resolver
-from activecall.sip_edge.session import (
-    CONTENT_DTMF,
-    CONTENT_DTMF_RELAY,
+from activecall.sip_edge.sip.dialog.capabilities import (
+    ACCEPTED_TYPES,
     CONTENT_SDP,
-    CONTENT_SIPFRAG,
-    InviteSession,
-    SessionListener,
+    SUPPORTED,
+    allow_headers,
+    capability_headers,
 )
-from activecall.sip_edge.session_timer import (
+from activecall.sip_edge.sip.dialog.dialog import MAX_FORWARDS, Dialog, DialogError, new_tag
+from activecall.sip_edge.sip.dialog.session import InviteSession, SessionListener
+from activecall.sip_edge.sip.dialog.session_timer import (
     MIN_SE,
     REFRESHER_UAC,
     REFRESHER_UAS,
@@ -52,8 +38,23 @@ from activecall.sip_edge.session_timer import (
     session_expires,
     supports_timer,
 )
-from activecall.sip_edge.timers import BaseIntervals, Scheduler
-from activecall.sip_edge.transaction import (
+from activecall.sip_edge.sip.syntax.digest import (
+    CHALLENGE_HEADERS,
+    DigestClient,
+    DigestError,
+    select_challenge,
+)
+from activecall.sip_edge.sip.syntax.message import (
+    Headers,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+    validate_request,
+)
+from activecall.sip_edge.sip.syntax.uri import NameAddr, SipUri
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals, Scheduler
+from activecall.sip_edge.sip.transaction.transaction import (
     ClientTransaction,
     InviteClientTransaction,
     InviteServerTransaction,
@@ -63,18 +64,21 @@ from activecall.sip_edge.transaction import (
     TransactionLayer,
     new_branch,
 )
-from activecall.sip_edge.transport import Flow, Target, Transport, TransportError, TransportLayer
-from activecall.sip_edge.uri import NameAddr, SipUri
+from activecall.sip_edge.sip.transport.resolver import ResolveError, Resolver
+from activecall.sip_edge.sip.transport.transport import (
+    Destination,
+    Flow,
+    Target,
+    Transport,
+    TransportError,
+    TransportLayer,
+)
 
-log = logging.getLogger("activecall.sip_edge.ua")
+log = logging.getLogger("activecall.sip_edge.sip.ua.ua")
 
-ALLOWED_METHODS = ("INVITE", "ACK", "CANCEL", "BYE", "OPTIONS", "INFO", "NOTIFY", "REFER", "UPDATE")
-ACCEPTED_TYPES = (CONTENT_SDP, CONTENT_DTMF_RELAY, CONTENT_DTMF, CONTENT_SIPFRAG)
-SUPPORTED = "timer"
 FAILOVER_TIMEOUT = 4.0
 MAX_AUTH_ATTEMPTS = 2
 
-Destination = Target | Flow
 ResponseCallback = Callable[[SipResponse], None]
 
 
@@ -139,8 +143,6 @@ class IncomingCall:
             raise DialogError("the INVITE can no longer be answered")
         contact = self.ua.contact(self.flow.transport)
         dialog = Dialog.as_uas(self.request, self.local_tag, contact)
-        session = InviteSession(self.ua, dialog, self.request, self.flow, listener, body, self.request.body)
-        session.peer_allow = self.ua.allowed_methods(self.request)
         response = self._response(200, body)
         for name, value in headers:
             response.headers.add(name, value)
@@ -148,8 +150,10 @@ class IncomingCall:
             response.headers.add("Session-Expires", str(self.timer))
             if supports_timer(self.request):
                 response.headers.add("Require", "timer")
+        session = self.ua._open_session(dialog, self.request, self.flow, listener, body, self.request.body)
+        session.peer_allow = self.ua.allowed_methods(self.request)
+        if self.timer is not None:
             session.start_timer(self.timer, REFRESHER_UAS)
-        self.ua._remember(session)
         self.session = session
         session.send_2xx(self.tx, response)
         return session
@@ -161,7 +165,7 @@ class IncomingCall:
         for value in self.request.headers.get_all("Record-Route"):
             headers.add("Record-Route", value)
         headers.add("Contact", str(self.ua.contact(self.flow.transport)))
-        for name, value in self.ua.capability_headers():
+        for name, value in capability_headers():
             headers.add(name, value)
         if body:
             headers.add("Content-Type", CONTENT_SDP)
@@ -216,7 +220,7 @@ class OutgoingCall:
         headers.add("Call-ID", self.call_id)
         headers.add("CSeq", f"{self.cseq} INVITE")
         headers.add("Contact", str(self.ua.contact(Transport.UDP)))
-        for name, value in self.ua.capability_headers():
+        for name, value in capability_headers():
             headers.add(name, value)
         headers.add("User-Agent", self.ua.settings.user_agent)
         for name, value in self.extra_headers:
@@ -267,10 +271,9 @@ class OutgoingCall:
         dialog = Dialog.as_uac(request, response)
         tx = self._tx
         flow = tx.dest if tx is not None and isinstance(tx.dest, Flow) else None
-        session = InviteSession(self.ua, dialog, request, flow, self.listener, self.body, response.body)
+        session = self.ua._open_session(dialog, request, flow, self.listener, self.body, response.body)
         session.credentials = self.credentials
         session.peer_allow = self.ua.allowed_methods(response)
-        self.ua._remember(session)
         self.session = session
         await session.send_ack(request)
         try:
@@ -305,8 +308,7 @@ class OutgoingCall:
 
     async def _end_fork(self, request: SipRequest, response: SipResponse) -> None:
         """Another branch answered too: ACK it and hang it up (RFC 3261 section 13.2.2.4)."""
-        fork = InviteSession(self.ua, Dialog.as_uac(request, response), request, None, SessionListener())
-        self.ua._remember(fork)
+        fork = self.ua._open_session(Dialog.as_uac(request, response), request, None, SessionListener())
         await fork.send_ack(request)
         await fork.bye("forked answer")
 
@@ -351,8 +353,6 @@ class UserAgent:
         self.transactions = TransactionLayer(transport, self, intervals, scheduler)
         self.sessions: dict[tuple[str, str, str], InviteSession] = {}
         self._incoming: dict[Transaction, IncomingCall] = {}
-        self.allow = ", ".join(ALLOWED_METHODS)
-        self.supported = SUPPORTED
 
     @property
     def intervals(self) -> BaseIntervals:
@@ -361,6 +361,10 @@ class UserAgent:
     @property
     def scheduler(self) -> Scheduler:
         return self.transactions.scheduler
+
+    @property
+    def min_se(self) -> int:
+        return self.settings.min_se
 
     # ---------------------------------------------------------------- identity
 
@@ -373,12 +377,6 @@ class UserAgent:
             {} if transport is Transport.UDP else {"transport": transport.uri_param}
         )
         return NameAddr(SipUri("sip", user or self.settings.contact_user, None, _bracket(host), port, params))
-
-    def capability_headers(self) -> list[tuple[str, str]]:
-        return [("Allow", self.allow), ("Accept", ", ".join(ACCEPTED_TYPES)), ("Supported", self.supported)]
-
-    def allow_headers(self) -> list[tuple[str, str]]:
-        return [("Allow", self.allow)]
 
     @staticmethod
     def allowed_methods(message: SipRequest | SipResponse) -> frozenset[str]:
@@ -516,11 +514,24 @@ class UserAgent:
 
     # ---------------------------------------------------------------- sessions
 
-    def _remember(self, session: InviteSession) -> None:
+    def _open_session(
+        self,
+        dialog: Dialog,
+        invite: SipRequest,
+        flow: Flow | None,
+        listener: SessionListener,
+        local_sdp: bytes = b"",
+        remote_sdp: bytes = b"",
+    ) -> InviteSession:
+        """A session in the table of established dialogs, until it tells us it ended."""
+        session = InviteSession(
+            self, dialog, invite, flow, listener, local_sdp, remote_sdp, on_close=self._session_closed
+        )
         self.sessions[session.dialog.key] = session
         metrics.DIALOGS.set(len(self.sessions))
+        return session
 
-    def _forget(self, session: InviteSession) -> None:
+    def _session_closed(self, session: InviteSession) -> None:
         if self.sessions.get(session.dialog.key) is session:
             del self.sessions[session.dialog.key]
             metrics.DIALOGS.set(len(self.sessions))
@@ -555,11 +566,11 @@ class UserAgent:
             assert isinstance(tx, InviteServerTransaction)
             self._on_invite(request, tx)
         elif request.method == "OPTIONS":
-            tx.reply(200, headers=self.capability_headers())
+            tx.reply(200, headers=capability_headers())
         elif request.method in ("BYE", "INFO", "NOTIFY", "UPDATE", "PRACK", "REFER"):
             tx.reply(481)
         else:
-            tx.reply(405, headers=self.allow_headers())
+            tx.reply(405, headers=allow_headers())
 
     def _problem_headers(self, status: int) -> list[tuple[str, str]]:
         if status == 415:
@@ -567,7 +578,7 @@ class UserAgent:
         if status == 420:
             return [("Unsupported", "")]
         if status in (405, 501):
-            return self.allow_headers()
+            return allow_headers()
         return []
 
     def _on_invite(self, request: SipRequest, tx: InviteServerTransaction) -> None:

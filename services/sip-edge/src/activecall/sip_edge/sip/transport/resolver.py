@@ -1,9 +1,9 @@
 """Locating SIP servers (RFC 3263 section 4): NAPTR, then SRV, then A/AAAA.
 
-A URI resolves to an ordered list of :class:`~activecall.sip_edge.transport.Target`; the user agent
-tries them in turn (the next one after a transport error, a 503, or 4 s without any answer). An IP
-literal or an explicit port skips NAPTR and SRV; ``;transport=`` skips NAPTR. Without a name server
-list the system resolver answers the address lookups, so ``/etc/hosts`` names work.
+A URI resolves to an ordered list of :class:`~activecall.sip_edge.sip.transport.transport.Target`;
+the user agent tries them in turn (the next one after a transport error, a 503, or 4 s without any
+answer). An IP literal or an explicit port skips NAPTR and SRV; ``;transport=`` skips NAPTR. Without a
+name server list the system resolver answers the address lookups, so ``/etc/hosts`` names work.
 """
 
 from __future__ import annotations
@@ -21,10 +21,10 @@ import dns.asyncresolver
 import dns.exception
 import dns.rdatatype
 
-from activecall.sip_edge.transport import Target, Transport, TransportError
-from activecall.sip_edge.uri import SCHEME_SIPS, SipUri, get_param
+from activecall.sip_edge.sip.syntax.uri import SCHEME_SIPS, SipUri, get_param
+from activecall.sip_edge.sip.transport.transport import Target, Transport, TransportError
 
-log = logging.getLogger("activecall.sip_edge.resolver")
+log = logging.getLogger("activecall.sip_edge.sip.transport.resolver")
 
 # RFC 3263 section 4.1 and the IANA NAPTR service registry.
 NAPTR_SERVICES = {"SIP+D2U": Transport.UDP, "SIP+D2T": Transport.TCP, "SIPS+D2T": Transport.TLS}

@@ -4,7 +4,8 @@ on a request (RFC 3261 sections 7, 8.2, 18.3 and 20; RFC 5626 section 3.5.1 keep
 Parsing reads the start line and splits and unfolds the header fields; field values stay text in an
 ordered, case-insensitive :class:`Headers` store and are parsed only when asked for (``msg.cseq``,
 ``msg.vias``, ...), so a message that is only relayed or dropped costs little. Content-Length is the one
-field read at once, since it frames the body. Every malformation raises :class:`SipParseError`.
+field read at once, since it frames the body. Every malformation raises :class:`SipParseError`; a whole
+message that does not parse raises its :class:`MalformedMessage` kind.
 
 A parsed value is kept on the :class:`Headers` it came from until a field of its name is added, set or
 removed, so the layers that each read From, To, Via or CSeq of one message parse it once between them.
@@ -19,7 +20,7 @@ from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import TypeVar, cast
 
-from activecall.sip_edge.headers import (
+from activecall.sip_edge.sip.syntax.headers import (
     BRANCH_MAGIC_COOKIE,
     CANONICAL_NAMES,
     CONTACT_WILDCARD,
@@ -38,7 +39,7 @@ from activecall.sip_edge.headers import (
     parse_vias,
     split_header_values,
 )
-from activecall.sip_edge.uri import (
+from activecall.sip_edge.sip.syntax.uri import (
     SCHEME_SIP,
     SCHEME_SIPS,
     SCHEME_TEL,
@@ -54,6 +55,7 @@ from activecall.sip_edge.uri import (
 __all__ = [
     "Headers",
     "KeepAlive",
+    "MalformedMessage",
     "SipParseError",
     "SipRequest",
     "SipResponse",
@@ -519,6 +521,17 @@ class SipResponse(_HeaderAccess):
 SipMessage = SipRequest | SipResponse
 
 
+class MalformedMessage(SipParseError):
+    """A message that does not parse. ``partial`` is the request as far as it was read when its start
+    line and its Via, Call-ID and CSeq header fields could be read, so a server can still answer it with
+    a 400 (RFC 3261 section 8.2.6); it is ``None`` otherwise.
+    """
+
+    def __init__(self, reason: str, partial: SipRequest | None = None) -> None:
+        super().__init__(reason)
+        self.partial = partial
+
+
 def _serialize(start_line: str, headers: Headers, body: bytes) -> bytes:
     lines = [start_line]
     length_written = False
@@ -647,9 +660,9 @@ def _parse_head(head: bytes) -> SipMessage:
     try:
         message = _parse_start_line(start_line, headers)
     except SipParseError as exc:
-        raise SipParseError(exc.reason, _partial_request(start_line, headers)) from None
+        raise MalformedMessage(exc.reason, _partial_request(start_line, headers)) from None
     if error is not None:
-        raise SipParseError(error, _answerable(message))
+        raise MalformedMessage(error, _answerable(message))
     return message
 
 
@@ -661,9 +674,9 @@ def _content_length(message: SipMessage) -> int | None:
     try:
         lengths = {parse_content_length(value) for value in values}
     except SipParseError as exc:
-        raise SipParseError(exc.reason, _answerable(message)) from None
+        raise MalformedMessage(exc.reason, _answerable(message)) from None
     if len(lengths) > 1:
-        raise SipParseError("Conflicting Content-Length", _answerable(message))
+        raise MalformedMessage("Conflicting Content-Length", _answerable(message))
     return lengths.pop()
 
 
@@ -682,20 +695,20 @@ def parse_message(data: bytes, max_size: int = MAX_DATAGRAM_SIZE) -> SipMessage:
     conflicting is an error (RFC 4475 sections 3.1.1.11, 3.1.2.2, 3.1.2.3, 3.3.9).
     """
     if len(data) > max_size:
-        raise SipParseError("Message too large")
+        raise MalformedMessage("Message too large")
     start = _skip_crlf(data)
     if start == len(data):
-        raise SipParseError("Empty message")
+        raise MalformedMessage("Empty message")
     end = data.find(b"\r\n\r\n", start)
     head = data[start:end] if end >= 0 else data[start:].removesuffix(b"\r\n")
     message = _parse_head(head)
     if end < 0:
-        raise SipParseError("No empty line after headers", _answerable(message))
+        raise MalformedMessage("No empty line after headers", _answerable(message))
     length = _content_length(message)
     body = data[end + 4 :]
     if length is not None:
         if length > len(body):
-            raise SipParseError("Content-Length beyond end of message", _answerable(message))
+            raise MalformedMessage("Content-Length beyond end of message", _answerable(message))
         body = body[:length]
     message.body = body
     return message
@@ -708,14 +721,14 @@ class KeepAlive(enum.Enum):
     PING = "ping"
 
 
-FramedItem = SipRequest | SipResponse | KeepAlive | SipParseError
+FramedItem = SipRequest | SipResponse | KeepAlive | MalformedMessage
 
 
 class StreamFramer:
     """Cuts SIP messages out of a TCP or TLS byte stream by Content-Length (RFC 3261 section 18.3).
 
     :meth:`feed` returns, in order, every complete message, a :attr:`KeepAlive.PING` for each double-CRLF
-    ping, and a :class:`SipParseError` (not raised) for a message that was framed but is malformed, so the
+    ping, and a :class:`MalformedMessage` (not raised) for a message that was framed but is malformed, so the
     caller can answer it (``error.partial``) and keep the connection. Framing failures (no usable
     Content-Length, a message over ``max_size``) are raised (see :meth:`feed`); the stream cannot be
     resynchronized, so :attr:`broken` turns true and the connection has to be closed.
@@ -725,8 +738,8 @@ class StreamFramer:
         self.max_size = max_size
         self._buffer = bytearray()
         self._scanned = 0
-        self._pending: tuple[SipMessage | SipParseError, int, int] | None = None
-        self._failure: SipParseError | None = None
+        self._pending: tuple[SipMessage | MalformedMessage, int, int] | None = None
+        self._failure: MalformedMessage | None = None
 
     @property
     def broken(self) -> bool:
@@ -751,7 +764,7 @@ class StreamFramer:
         try:
             while (item := self._next()) is not None:
                 items.append(item)
-        except SipParseError as exc:
+        except MalformedMessage as exc:
             self._failure = exc
             self._buffer.clear()
             if not items:
@@ -779,43 +792,46 @@ class StreamFramer:
         del buffer[:total]
         self._pending = None
         self._scanned = 0
-        if not isinstance(item, SipParseError):
+        if not isinstance(item, MalformedMessage):
             item.body = body
         return item
 
-    def _frame_head(self) -> tuple[SipMessage | SipParseError, int, int] | None:
+    def _frame_head(self) -> tuple[SipMessage | MalformedMessage, int, int] | None:
         buffer = self._buffer
         end = buffer.find(KEEPALIVE_PING, max(0, self._scanned - 3))
         if end < 0:
             if len(buffer) > self.max_size:
-                raise SipParseError("Header section too large")
+                raise MalformedMessage("Header section too large")
             self._scanned = len(buffer)
             return None
         head = bytes(buffer[:end])
-        item: SipMessage | SipParseError
+        item: SipMessage | MalformedMessage
         try:
             item = _parse_head(head)
-        except SipParseError as exc:
+        except MalformedMessage as exc:
             item = exc
-        if isinstance(item, SipParseError):
+        if isinstance(item, MalformedMessage):
             length = _raw_content_length(head)
             partial = item.partial
         else:
             length = _content_length(item)
             partial = _answerable(item)
         if length is None:
-            raise SipParseError("Missing Content-Length on stream", partial)
+            raise MalformedMessage("Missing Content-Length on stream", partial)
         if end + 4 + length > self.max_size:
-            raise SipParseError("Message too large", partial)
+            raise MalformedMessage("Message too large", partial)
         return item, end + 4, length
 
 
 def _raw_content_length(head: bytes) -> int | None:
     """Content-Length of a head that did not parse as a message: framing still needs it."""
     fields, _ = _parse_fields(head.decode("utf-8", "surrogateescape").partition(CRLF)[2])
-    lengths = {parse_content_length(value) for key, _, value in fields if key == "content-length"}
+    try:
+        lengths = {parse_content_length(value) for key, _, value in fields if key == "content-length"}
+    except SipParseError as exc:
+        raise MalformedMessage(exc.reason) from None
     if len(lengths) > 1:
-        raise SipParseError("Conflicting Content-Length")
+        raise MalformedMessage("Conflicting Content-Length")
     return lengths.pop() if lengths else None
 
 
@@ -953,7 +969,7 @@ def make_response(
     Timestamp for a 100 (RFC 3261 sections 8.2.6.1 and 8.2.6.2).
 
     ``to_tag`` is added to To unless the request's To already has a tag. Field values are copied as
-    received, so this also works on the ``partial`` of a :class:`SipParseError`. What the request had
+    received, so this also works on the ``partial`` of a :class:`MalformedMessage`. What the request had
     parsed of the copied fields is handed on, so the response does not parse them again.
     """
     if not 100 <= status <= 699:

@@ -14,20 +14,21 @@ import logging
 
 from activecall.config import SipRegistration
 from activecall.sip_edge import metrics
-from activecall.sip_edge.dialog import MAX_FORWARDS, new_tag
-from activecall.sip_edge.digest import (
+from activecall.sip_edge.sip.dialog.capabilities import ALLOW
+from activecall.sip_edge.sip.dialog.dialog import MAX_FORWARDS, new_tag
+from activecall.sip_edge.sip.syntax.digest import (
     CHALLENGE_HEADERS,
     Challenge,
     DigestClient,
     DigestError,
     select_challenge,
 )
-from activecall.sip_edge.message import Headers, SipRequest, SipResponse
-from activecall.sip_edge.transport import Transport
-from activecall.sip_edge.ua import UserAgent
-from activecall.sip_edge.uri import SCHEME_SIPS, NameAddr, SipParseError, SipUri, get_param
+from activecall.sip_edge.sip.syntax.message import Headers, SipRequest, SipResponse
+from activecall.sip_edge.sip.syntax.uri import SCHEME_SIPS, NameAddr, SipParseError, SipUri, get_param
+from activecall.sip_edge.sip.transport.transport import Transport
+from activecall.sip_edge.sip.ua.ua import UserAgent
 
-log = logging.getLogger("activecall.sip_edge.registration")
+log = logging.getLogger("activecall.sip_edge.sip.ua.registration")
 
 MIN_BACKOFF = 1.0
 MAX_BACKOFF = 300.0
@@ -168,7 +169,7 @@ class Registration:
         headers.add("CSeq", f"{self.cseq} REGISTER")
         headers.add("Contact", str(self.ua.contact(Transport.UDP, self.config.username)))
         headers.add("Expires", str(expires))
-        headers.add("Allow", self.ua.allow)
+        headers.add("Allow", ALLOW)
         headers.add("User-Agent", self.ua.settings.user_agent)
         value = None
         if self._challenge is not None:

@@ -10,15 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
-from typing import TYPE_CHECKING, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TypeVar
 
+from activecall.config import Config
+from activecall.contract import CallState, Direction, EndReason
 from activecall.sip_edge import metrics
-from activecall.sip_edge.call import Call, CallState, SetupFailed, uri_user
-from activecall.sip_edge.handler import CallInfo, PlaybookHandler
-from activecall.sip_edge.legs import LegError
-from activecall.sip_edge.message import SipRequest
-from activecall.sip_edge.sdp import (
+from activecall.sip_edge.app.admission import Acl
+from activecall.sip_edge.app.call import Call, SetupFailed, uri_user
+from activecall.sip_edge.app.calls import Calls
+from activecall.sip_edge.app.handler import CallHandler, CallInfo, PlaybookHandler
+from activecall.sip_edge.app.legs import LegClient, LegError, media_address
+from activecall.sip_edge.sip.syntax.message import SipRequest
+from activecall.sip_edge.sip.syntax.sdp import (
     PROTO_RTP_SAVP,
     Answer,
     CryptoFactory,
@@ -29,12 +34,9 @@ from activecall.sip_edge.sdp import (
     generate_crypto,
     negotiate_answer,
 )
-from activecall.sip_edge.ua import IncomingCall
+from activecall.sip_edge.sip.ua.ua import IncomingCall
 
-if TYPE_CHECKING:
-    from activecall.sip_edge.edge import Edge
-
-log = logging.getLogger("activecall.sip_edge.inbound")
+log = logging.getLogger("activecall.sip_edge.app.inbound")
 
 STATUS_CANCELLED = 487
 T = TypeVar("T")
@@ -58,27 +60,40 @@ def wants_srtp(offer: SessionDescription, mode: SrtpMode) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class InboundContext:
+    """What answering INVITEs needs of the edge."""
+
+    config: Config
+    calls: Calls
+    legs: LegClient
+    acl: Acl
+    handler: CallHandler
+    # Whether the edge takes one more call now (not draining, below its limit, media capacity left).
+    admit: Callable[[], Awaitable[bool]]
+    retry_after: int
+
+
 class Inbound:
     """Answers the INVITEs of one edge."""
 
-    def __init__(self, edge: Edge) -> None:
-        self.edge = edge
+    def __init__(self, context: InboundContext) -> None:
+        self.context = context
 
     async def run(self, incoming: IncomingCall) -> None:
         """Admit, decide, open the leg, answer (or refuse) one INVITE."""
-        if not self.edge.acl.permits(incoming.flow.remote[0]):
+        if not self.context.acl.permits(incoming.flow.remote[0]):
             metrics.ACL_REJECTIONS.inc()
             metrics.child(metrics.CALLS, "inbound", "forbidden").inc()
             incoming.reject(403)
             return
-        if not await self.edge.admit():
+        if not await self.context.admit():
             metrics.CAPACITY_REJECTIONS.inc()
             metrics.child(metrics.CALLS, "inbound", "unavailable").inc()
-            incoming.reject(503, headers=[("Retry-After", str(self.edge.options.retry_after))])
+            incoming.reject(503, headers=self._retry_after())
             return
         incoming.trying()
         call = self._new_call(incoming)
-        self.edge.track(call)
         try:
             await call.create_record(CallState.RINGING)
             await self._answer(call, incoming)
@@ -95,7 +110,9 @@ class Inbound:
         caller, callee = uri_user(request.from_.uri), uri_user(request.uri)
         variables = invite_variables(request)
         variables.update(caller=caller, callee=callee)
-        return Call(self.edge, self.edge.new_call_id(), "inbound", caller, callee, request.call_id, variables)
+        return self.context.calls.open(
+            Direction.INBOUND, caller, callee, variables, sip_call_id=request.call_id
+        )
 
     def _call_info(self, call: Call, incoming: IncomingCall) -> CallInfo:
         request, flow = incoming.request, incoming.flow
@@ -114,29 +131,32 @@ class Inbound:
 
     async def _answer(self, call: Call, incoming: IncomingCall) -> None:
         offer = self._offer(incoming.request)
-        mode = SrtpMode.OPTIONAL if self.edge.config.enable_srtp else SrtpMode.OFF
+        config = self.context.config
+        mode = SrtpMode.OPTIONAL if config.enable_srtp else SrtpMode.OFF
         srtp = wants_srtp(offer, mode)
         if srtp:
             mode = SrtpMode.OPTIONAL  # an RTP/SAVP offer is answered with SRTP whatever the default
         # An offer nothing in it can answer is refused before the handler and the leg are bothered.
-        self._negotiate(offer, self.edge.config.external_ip or "0.0.0.0", 9, mode, generate_crypto)
-        handler = self.edge.handler
+        self._negotiate(offer, config.external_ip or "0.0.0.0", 9, mode, generate_crypto)
+        handler = self.context.handler
         decide = handler.decide(self._call_info(call, incoming))
         # Rules decide at once; only a webhook is worth racing against a CANCEL.
         decision = await (
             decide if isinstance(handler, PlaybookHandler) else self._unless_cancelled(call, incoming, decide)
         )
         if not decision.accepted:
-            raise SetupFailed(decision.reject_code, decision.reject_reason or "rejected", CallState.REJECTED)
+            raise SetupFailed(
+                decision.reject_code, decision.reject_reason or EndReason.REJECTED, CallState.REJECTED
+            )
         call.playbook = decision.playbook
         call.variables.update(decision.variables)
         try:
-            call.leg = leg = await self.edge.legs.open(call.call_id, call.call_id, srtp)
+            call.leg = leg = await self.context.legs.open(call.call_id, call.call_id, srtp)
         except LegError as exc:
-            raise SetupFailed(503, "no media capacity", headers=self._retry_after()) from exc
+            raise SetupFailed(503, EndReason.NO_MEDIA_CAPACITY, headers=self._retry_after()) from exc
         self._check_cancelled(call, incoming)
-        answer = self._negotiate(offer, self.edge.media_address(leg), leg.port, mode, leg.crypto)
-        await self.edge.legs.update(call.call_id, leg, answer)
+        answer = self._negotiate(offer, media_address(leg, config.external_ip), leg.port, mode, leg.crypto)
+        await self.context.legs.update(call.call_id, leg, answer)
         self._check_cancelled(call, incoming)
         call.answer = answer
         call.session = incoming.accept(bytes(answer.sdp), call)
@@ -152,7 +172,7 @@ class Inbound:
             raise SetupFailed(488, "Not Acceptable Here", headers=[("Warning", exc.warning)]) from exc
 
     def _retry_after(self) -> list[tuple[str, str]]:
-        return [("Retry-After", str(self.edge.options.retry_after))]
+        return [("Retry-After", str(self.context.retry_after))]
 
     @staticmethod
     def _offer(request: SipRequest) -> SessionDescription:
@@ -167,9 +187,11 @@ class Inbound:
     @staticmethod
     def _check_cancelled(call: Call, incoming: IncomingCall) -> None:
         if incoming.cancelled.is_set():
-            raise SetupFailed(STATUS_CANCELLED, "cancelled", CallState.CANCELLED, by="remote")
+            raise SetupFailed(STATUS_CANCELLED, EndReason.CANCELLED, CallState.CANCELLED, by="remote")
         if call.abort.is_set():
-            raise SetupFailed(480, call.abort_reason or "hangup", CallState.CANCELLED, by=call.abort_by)
+            raise SetupFailed(
+                480, call.abort_reason or EndReason.HANGUP, CallState.CANCELLED, by=call.abort_by
+            )
 
     async def _unless_cancelled(self, call: Call, incoming: IncomingCall, work: Awaitable[T]) -> T:
         """Await ``work`` unless the caller cancels or a command hangs up first."""

@@ -13,8 +13,8 @@ import enum
 from dataclasses import dataclass, field
 
 from activecall import tokens
-from activecall.sip_edge.message import Headers, SipRequest, SipResponse
-from activecall.sip_edge.uri import SCHEME_SIPS, NameAddr, SipUri, Uri
+from activecall.sip_edge.sip.syntax.message import Headers, SipRequest, SipResponse
+from activecall.sip_edge.sip.syntax.uri import SCHEME_SIPS, NameAddr, SipUri, Uri
 
 MAX_FORWARDS = 70
 # RFC 3261 section 12.2.1.1 leaves the first local CSeq to us; below 2**31 with room to grow.
@@ -149,14 +149,6 @@ class Dialog:
         contacts = message.contacts
         if contacts:
             self.remote_target = contacts[0].uri
-
-    def confirm(self, response: SipResponse) -> None:
-        """An early dialog becomes confirmed by a 2xx; its route set and target come from it (RFC
-        3261 section 13.2.2.4)."""
-        self.state = DialogState.CONFIRMED
-        if self.is_uac:
-            self.route_set = list(reversed(response.record_routes))
-            self.refresh_target(response)
 
     # ---------------------------------------------------------------- sending
 

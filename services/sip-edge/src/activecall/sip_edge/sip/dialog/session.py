@@ -5,6 +5,9 @@ Allow/Accept), INFO carrying DTMF, NOTIFY (answered 200; REFER progress reported
 decides). Out: BYE, re-INVITE, UPDATE, REFER, any request; 2xx ACKs and their retransmissions. The UAS
 retransmits its 2xx until the ACK (RFC 3261 section 13.3.1.4) and ends a session whose ACK never comes.
 Session timers (RFC 4028) run when the peer asked for them.
+
+A session knows its user agent only as a :class:`SessionSender` and tells it of its end through
+``on_close``; once ended it lets go of its listener, so nothing of the application outlives it here.
 """
 
 from __future__ import annotations
@@ -13,14 +16,22 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Coroutine, Iterable
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine, Iterable
+from typing import TYPE_CHECKING, Any, Protocol
 
 from activecall.sip_edge import metrics
-from activecall.sip_edge.dialog import Dialog
-from activecall.sip_edge.message import SipRequest, SipResponse, make_response
-from activecall.sip_edge.sdp import WARN_MISCELLANEOUS, NegotiationError, SdpError
-from activecall.sip_edge.session_timer import (
+from activecall.sip_edge.sip.dialog.capabilities import (
+    ALLOW,
+    CONTENT_DTMF,
+    CONTENT_DTMF_RELAY,
+    CONTENT_SDP,
+    CONTENT_SIPFRAG,
+    SUPPORTED,
+    allow_headers,
+    capability_headers,
+)
+from activecall.sip_edge.sip.dialog.dialog import Dialog
+from activecall.sip_edge.sip.dialog.session_timer import (
     REFRESHER_UAC,
     REFRESHER_UAS,
     STATUS_INTERVAL_TOO_SMALL,
@@ -33,21 +44,18 @@ from activecall.sip_edge.session_timer import (
     refresh_delay,
     session_expires,
 )
-from activecall.sip_edge.timers import Cancellable
-from activecall.sip_edge.transport import Flow
-from activecall.sip_edge.uri import NameAddr, SipParseError
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse, make_response
+from activecall.sip_edge.sip.syntax.sdp import WARN_MISCELLANEOUS, NegotiationError, SdpError
+from activecall.sip_edge.sip.syntax.uri import NameAddr, SipParseError
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals, Cancellable, Scheduler
+from activecall.sip_edge.sip.transport.transport import Destination, Flow, TransportLayer
 
 if TYPE_CHECKING:
-    from activecall.sip_edge.digest import DigestClient
-    from activecall.sip_edge.transaction import ServerTransaction
-    from activecall.sip_edge.ua import UserAgent
+    from activecall.sip_edge.sip.syntax.digest import DigestClient
+    from activecall.sip_edge.sip.transaction.transaction import ServerTransaction
 
-log = logging.getLogger("activecall.sip_edge.session")
+log = logging.getLogger("activecall.sip_edge.sip.dialog.session")
 
-CONTENT_SDP = "application/sdp"
-CONTENT_DTMF_RELAY = "application/dtmf-relay"
-CONTENT_DTMF = "application/dtmf"
-CONTENT_SIPFRAG = "message/sipfrag"
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # RFC 3261 section 14.2: a UAS receiving a re-INVITE while its own is pending waits 0-10 s.
 RETRY_AFTER_MAX = 10
@@ -56,8 +64,34 @@ DEFAULT_DTMF_MS = 160
 HeaderItems = Iterable[tuple[str, str]]
 
 
+class SessionSender(Protocol):
+    """What a session needs of its user agent: the clock, the session interval it accepts, and the way
+    to send within the dialog (RFC 3261 section 12.2)."""
+
+    @property
+    def intervals(self) -> BaseIntervals: ...
+
+    @property
+    def scheduler(self) -> Scheduler: ...
+
+    @property
+    def transport(self) -> TransportLayer: ...
+
+    @property
+    def min_se(self) -> int: ...
+
+    async def dialog_destination(self, session: InviteSession) -> Destination: ...
+
+    def stamp_via(self, request: SipRequest, dest: Destination) -> None: ...
+
+    async def send_in_dialog(
+        self, session: InviteSession, request: SipRequest
+    ) -> tuple[SipResponse, SipRequest]: ...
+
+
 class SessionListener:
-    """What the application hears from a session. The defaults refuse offers and transfers."""
+    """What the application hears from a session until it ends. The defaults refuse offers and
+    transfers."""
 
     async def on_offer(self, session: InviteSession, offer: bytes) -> bytes:
         """Answer a re-offer (re-INVITE or UPDATE); raise NegotiationError to answer 488."""
@@ -78,6 +112,10 @@ class SessionListener:
 
     def on_refer_progress(self, session: InviteSession, status: int, final: bool) -> None:
         """A NOTIFY about our REFER: the sipfrag status, and whether the subscription ended."""
+
+
+# The listener of a session that has ended: whatever still reaches it is refused or ignored.
+ENDED = SessionListener()
 
 
 def parse_dtmf_relay(body: bytes) -> tuple[str, int] | None:
@@ -111,7 +149,7 @@ class _Retransmitter:
         self.response = response
         self.data = bytes(response)
         self.flow = flow
-        timers = session.ua.intervals
+        timers = session.sender.intervals
         self.interval = timers.t1
         self.t2 = timers.t2
         self.lifetime = 64 * timers.t1
@@ -120,7 +158,7 @@ class _Retransmitter:
         self._schedule()
 
     def _schedule(self) -> None:
-        self.handle = self.session.ua.scheduler.call_later(self.interval, self._fire)
+        self.handle = self.session.sender.scheduler.call_later(self.interval, self._fire)
 
     def _fire(self) -> None:
         self.elapsed += self.interval
@@ -130,7 +168,7 @@ class _Retransmitter:
             return
         metrics.RETRANSMISSIONS.labels("2xx").inc()
         with contextlib.suppress(Exception):
-            self.session.ua.transport.send_bytes(self.data, self.response, self.flow)
+            self.session.sender.transport.send_bytes(self.data, self.response, self.flow)
         self.interval = min(self.interval * 2, self.t2, self.lifetime - self.elapsed)
         self._schedule()
 
@@ -145,15 +183,18 @@ class InviteSession:
 
     def __init__(
         self,
-        ua: UserAgent,
+        sender: SessionSender,
         dialog: Dialog,
         invite: SipRequest,
         flow: Flow | None,
         listener: SessionListener,
         local_sdp: bytes = b"",
         remote_sdp: bytes = b"",
+        *,
+        on_close: Callable[[InviteSession], None],
     ) -> None:
-        self.ua = ua
+        self.sender = sender
+        self._on_close = on_close
         self.dialog = dialog
         self.invite = invite
         self.flow = flow
@@ -165,15 +206,13 @@ class InviteSession:
         self.terminated = asyncio.Event()
         self.acked = asyncio.Event()
         self.end_reason = ""
-        self.ended_by = ""
         self.timer: SessionExpires | None = None
-        self._timer_role = REFRESHER_UAS
         self._timer_handle: Cancellable | None = None
         self._retransmitter: _Retransmitter | None = None
         self._answer_in_ack = False
         self._local_invite_pending = False
         self._remote_invite_pending = False
-        self._last_ack: tuple[SipRequest, Any] | None = None
+        self._last_ack: tuple[SipRequest, Destination] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         if dialog.is_uac:
             self.acked.set()
@@ -200,15 +239,18 @@ class InviteSession:
     def _terminate(self, reason: str, by: str) -> None:
         if self.terminated.is_set():
             return
-        self.end_reason, self.ended_by = reason, by
+        self.end_reason = reason
         self.terminated.set()
         self.acked.set()
         self._cancel_timer()
         if self._retransmitter is not None:
             self._retransmitter.stop()
-        self.ua._forget(self)
+        self._on_close(self)
+        # The session lingers in the transaction layer a while (RFC 3261 timers): let go of the
+        # application, so the call does not wait for a garbage collection in a cycle with its session.
+        listener, self.listener = self.listener, ENDED
         try:
-            self.listener.on_terminated(self, reason, by)
+            listener.on_terminated(self, reason, by)
         except Exception:
             log.exception("session listener failed", extra={"call_id": self.call_id})
 
@@ -219,7 +261,7 @@ class InviteSession:
             return
         if not self.acked.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.acked.wait(), 64 * self.ua.intervals.t1)
+                await asyncio.wait_for(self.acked.wait(), 64 * self.sender.intervals.t1)
         if self.terminated.is_set():
             return
         try:
@@ -271,14 +313,14 @@ class InviteSession:
         if self._last_ack is not None and response.cseq.number == self._last_ack[0].cseq.number:
             ack, dest = self._last_ack
             with contextlib.suppress(Exception):
-                self.ua.transport.send(ack, dest)
+                self.sender.transport.send(ack, dest)
 
     async def send_ack(self, invite: SipRequest) -> None:
         ack = self.dialog.create_ack(invite)
-        dest = await self.ua.dialog_destination(self)
-        self.ua.stamp_via(ack, dest)
+        dest = await self.sender.dialog_destination(self)
+        self.sender.stamp_via(ack, dest)
         self._last_ack = (ack, dest)
-        self.ua.transport.send(ack, dest)
+        self.sender.transport.send(ack, dest)
 
     # ---------------------------------------------------------------- requests we send
 
@@ -298,13 +340,13 @@ class InviteSession:
         if body:
             request.headers.add("Content-Type", content_type or CONTENT_SDP)
             request.body = body
-        return await self.ua.send_in_dialog(self, request)
+        return await self.sender.send_in_dialog(self, request)
 
     async def reinvite(self, body: bytes, headers: HeaderItems = ()) -> SipResponse:
         """A re-INVITE offering ``body``; a 2xx is ACKed and its answer kept (RFC 3261 section 14.1)."""
         self._local_invite_pending = True
         try:
-            extra = [("Allow", self.ua.allow), ("Supported", self.ua.supported), *headers]
+            extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
             response, sent = await self._request("INVITE", extra, body, CONTENT_SDP)
             if 200 <= response.status < 300:
                 self.dialog.refresh_target(response)
@@ -332,7 +374,7 @@ class InviteSession:
             return
         handler = getattr(self, f"_on_{request.method.lower()}", None)
         if handler is None:
-            tx.reply(405, headers=self.ua.allow_headers())
+            tx.reply(405, headers=allow_headers())
             return
         handler(request, tx)
 
@@ -341,7 +383,7 @@ class InviteSession:
         self._terminate("remote hangup", "remote")
 
     def _on_options(self, request: SipRequest, tx: ServerTransaction) -> None:
-        tx.reply(200, headers=self.ua.capability_headers())
+        tx.reply(200, headers=capability_headers())
 
     def _on_prack(self, request: SipRequest, tx: ServerTransaction) -> None:
         tx.reply(481)  # we never send reliable provisional responses
@@ -407,7 +449,7 @@ class InviteSession:
         """Answer a re-INVITE or UPDATE: offer/answer through the listener, session timer refresh."""
         is_invite = request.method == "INVITE"
         try:
-            timer = negotiate_uas(request, self.ua.settings.min_se)
+            timer = negotiate_uas(request, self.sender.min_se)
             answer = await self._offer_answer(request)
         except IntervalTooBrief as exc:
             self._remote_invite_pending = False
@@ -452,7 +494,7 @@ class InviteSession:
         response = make_response(request, 200, to_tag=self.dialog.local_tag)
         headers = response.headers
         headers.add("Contact", str(self.dialog.local_contact))
-        for name, value in self.ua.capability_headers():
+        for name, value in capability_headers():
             headers.add(name, value)
         if timer is not None:
             headers.add("Session-Expires", str(timer))
@@ -467,12 +509,12 @@ class InviteSession:
     def start_timer(self, timer: SessionExpires, role: str) -> None:
         """Run the session timer negotiated by a transaction in which we were ``role``."""
         self._cancel_timer()
-        self.timer, self._timer_role = timer, role
+        self.timer = timer
         if timer.refresher == role:
             delay, callback = refresh_delay(timer.interval), self._refresh_due
         else:
             delay, callback = expiry_delay(timer.interval), self._expired
-        self._timer_handle = self.ua.scheduler.call_later(delay, callback)
+        self._timer_handle = self.sender.scheduler.call_later(delay, callback)
 
     def _cancel_timer(self) -> None:
         if self._timer_handle is not None:
@@ -514,6 +556,6 @@ class InviteSession:
                 return
             await self.bye("session refresh failed")
         elif response.status == 491:
-            self._timer_handle = self.ua.scheduler.call_later(random.uniform(2.1, 4.0), self._refresh_due)
+            self._timer_handle = self.sender.scheduler.call_later(random.uniform(2.1, 4.0), self._refresh_due)
         else:
             await self.bye("session refresh failed")

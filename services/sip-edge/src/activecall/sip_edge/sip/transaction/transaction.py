@@ -21,12 +21,24 @@ from typing import ClassVar, Protocol
 
 from activecall import tokens
 from activecall.sip_edge import metrics
-from activecall.sip_edge.headers import BRANCH_MAGIC_COOKIE
-from activecall.sip_edge.message import Headers, SipParseError, SipRequest, SipResponse, make_response
-from activecall.sip_edge.timers import BaseIntervals, Cancellable, Scheduler, TimerName, timer_values
-from activecall.sip_edge.transport import Flow, Target, TransportError, TransportLayer
+from activecall.sip_edge.sip.syntax.headers import BRANCH_MAGIC_COOKIE
+from activecall.sip_edge.sip.syntax.message import (
+    Headers,
+    SipParseError,
+    SipRequest,
+    SipResponse,
+    make_response,
+)
+from activecall.sip_edge.sip.transaction.timers import (
+    BaseIntervals,
+    Cancellable,
+    Scheduler,
+    TimerName,
+    timer_values,
+)
+from activecall.sip_edge.sip.transport.transport import Flow, Target, TransportError, TransportLayer
 
-log = logging.getLogger("activecall.sip_edge.transaction")
+log = logging.getLogger("activecall.sip_edge.sip.transaction.transaction")
 
 STATUS_TRYING = 100
 STATUS_OK = 200

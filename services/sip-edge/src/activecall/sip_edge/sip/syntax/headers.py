@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from activecall.sip_edge.uri import (
+from activecall.sip_edge.sip.syntax.uri import (
     MAX_PORT,
     TOKEN,
     NameAddr,
@@ -272,7 +272,7 @@ class Via:
         """Parse ``sent-protocol LWS sent-by *( SEMI via-params )``, LWS allowed around ``/``, ``:``,
         ``;`` and ``=`` (section 25.1)."""
         head, semi, param_text = text.partition(";")
-        protocol, slash1, rest = head.partition("/")
+        protocol, _, rest = head.partition("/")
         version, slash2, rest = rest.partition("/")
         if not slash2:
             raise SipParseError("Bad Via protocol")

@@ -1,7 +1,7 @@
 """The edge: the calls of one sip-edge process and the streams that drive them.
 
-Inbound calls come from the user agent (:mod:`activecall.sip_edge.inbound`); outbound ones from
-``edge:originate``, read in the consumer group ``sip-edge`` (:mod:`activecall.sip_edge.outbound`).
+Inbound calls come from the user agent (:mod:`activecall.sip_edge.app.inbound`); outbound ones from
+``edge:originate``, read in the consumer group ``sip-edge`` (:mod:`activecall.sip_edge.app.outbound`).
 ``edge:{id}:control`` carries Hangup and Transfer; a ``media.timeout`` event on a call's stream
 hangs it up. Draining refuses new INVITEs with 503 and stops taking originates.
 """
@@ -15,28 +15,26 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any
 
-from activecall import tokens
 from activecall.bus import REDIS_DOWN, Bus, with_reconnect
 from activecall.bus import now_ms as bus_now_ms
 from activecall.config import Config
+from activecall.contract import ConsumerGroup, EndReason
 from activecall.messages import Hangup, MediaTimeout, Originate, Transfer
-from activecall.sip_edge import metrics
-from activecall.sip_edge.admission import Acl, MediaPool
-from activecall.sip_edge.call import Call
-from activecall.sip_edge.handler import WebhookHandler, make_handler
-from activecall.sip_edge.inbound import Inbound
-from activecall.sip_edge.legs import Leg, LegClient
-from activecall.sip_edge.outbound import Outbound
-from activecall.sip_edge.registration import Registration, sends_register
-from activecall.sip_edge.resolver import Resolver
-from activecall.sip_edge.timers import BaseIntervals
-from activecall.sip_edge.transport import TransportLayer
-from activecall.sip_edge.ua import IncomingCall, UaSettings, UserAgent
+from activecall.sip_edge.app.admission import Acl, MediaPool
+from activecall.sip_edge.app.calls import Calls
+from activecall.sip_edge.app.handler import WebhookHandler, make_handler
+from activecall.sip_edge.app.inbound import Inbound, InboundContext
+from activecall.sip_edge.app.legs import LegClient
+from activecall.sip_edge.app.outbound import Outbound, OutboundContext
+from activecall.sip_edge.sip.transaction.timers import BaseIntervals
+from activecall.sip_edge.sip.transport.resolver import Resolver
+from activecall.sip_edge.sip.transport.transport import TransportLayer
+from activecall.sip_edge.sip.ua.registration import Registration, sends_register
+from activecall.sip_edge.sip.ua.ua import IncomingCall, UaSettings, UserAgent
 from activecall.store import CallStore
 
-log = logging.getLogger("activecall.sip_edge.edge")
+log = logging.getLogger("activecall.sip_edge.app.edge")
 
-ORIGINATE_GROUP = "sip-edge"
 MAX_CALLS = 5000
 RETRY_AFTER_S = 5
 
@@ -75,7 +73,7 @@ class Edge:
         self.legs = LegClient(bus, self.pool)
         self.handler = make_handler(config.handler)
         self.ua = UserAgent(transport, self, resolver=resolver, settings=ua_settings, intervals=intervals)
-        self.calls: dict[str, Call] = {}
+        self.calls = Calls(edge_id, bus, self.store, self.legs, self.spawn)
         self.draining = False
         self.registrations = [
             Registration(self.ua, reg) for reg in config.sip_registrations if sends_register(reg)
@@ -86,13 +84,17 @@ class Edge:
                     "no REGISTER for this entry: its credentials answer challenges only",
                     extra={"registration": reg.name, "server": reg.server},
                 )
-        self.inbound = Inbound(self)
-        self.outbound = Outbound(self)
+        self.inbound = Inbound(
+            InboundContext(
+                config, self.calls, self.legs, self.acl, self.handler, self.admit, self.options.retry_after
+            )
+        )
+        self.outbound = Outbound(
+            OutboundContext(config, self.calls, self.legs, self.ua, self.admit, self.spawn)
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._originate: asyncio.Task[None] | None = None
-        self._idle = asyncio.Event()
-        self._idle.set()
         # Loops also check this flag: a cancellation that lands inside a Redis command can come back
         # as a connection error, which the loops treat as Redis being down and would retry forever.
         self._running = True
@@ -107,7 +109,9 @@ class Edge:
     async def start(self) -> None:
         # The group exists before start() returns, so no originate published after it is missed.
         stream = self.bus.keys.originate()
-        await with_reconnect(lambda: self.bus.ensure_group(stream, ORIGINATE_GROUP, "$"), "originate group")
+        await with_reconnect(
+            lambda: self.bus.ensure_group(stream, ConsumerGroup.ORIGINATE, "$"), "originate group"
+        )
         self._loops = [
             asyncio.create_task(self._control_loop(), name="edge-control"),
             asyncio.create_task(self._events_loop(), name="edge-events"),
@@ -121,7 +125,7 @@ class Edge:
         self.draining = True
         await self._stop_task(self._originate)
         self._originate = None
-        await self._idle.wait()
+        await self.calls.wait_idle()
 
     async def stop(self) -> None:
         self.draining = True
@@ -131,7 +135,7 @@ class Edge:
             await self._stop_task(task)
         calls = list(self.calls.values())
         for call in calls:
-            call.hangup("shutdown", "edge")
+            call.hangup(EndReason.SHUTDOWN, "edge")
         if calls:
             await asyncio.wait(
                 [asyncio.create_task(call.ended.wait()) for call in calls],
@@ -163,39 +167,15 @@ class Edge:
         if not task.cancelled() and task.exception() is not None:
             log.error("edge task failed", exc_info=task.exception(), extra={"task": task.get_name()})
 
-    def forget(self, call: Call) -> None:
-        if self.calls.get(call.call_id) is call:
-            del self.calls[call.call_id]
-            metrics.child(metrics.CALLS_ACTIVE, call.direction).dec()
-            if not self.calls:
-                self._idle.set()
-
-    def track(self, call: Call) -> None:
-        self.calls[call.call_id] = call
-        self._idle.clear()
-        metrics.child(metrics.CALLS_ACTIVE, call.direction).inc()
-
     async def admit(self) -> bool:
         if self.draining or len(self.calls) >= self.options.max_calls:
             return False
         return await self.pool.has_capacity()
 
-    def media_address(self, leg: Leg) -> str:
-        """The RTP address written in c=: the public address when set, else the worker's."""
-        return self.config.external_ip or leg.address
-
-    @staticmethod
-    def new_call_id() -> str:
-        return tokens.token_hex(16)
-
     # ---------------------------------------------------------------- inbound and outbound
 
     def on_invite(self, call: IncomingCall) -> None:
         self.spawn(self.inbound.run(call), "inbound")
-
-    async def originate(self, message: Originate) -> Call:
-        """Place the call an Originate asks for; returns it once answered or ended."""
-        return await self.outbound.run(message)
 
     async def _originate_loop(self) -> None:
         stream = self.bus.keys.originate()
@@ -205,14 +185,14 @@ class Edge:
                 continue
             try:
                 entries = await self.bus.read_group(
-                    ORIGINATE_GROUP,
+                    ConsumerGroup.ORIGINATE,
                     self.edge_id,
                     {stream: ">"},
                     count=10,
                     block_ms=self.options.control_block_ms,
                 )
                 if entries:
-                    await self.bus.ack(stream, ORIGINATE_GROUP, *(e.id for e in entries))
+                    await self.bus.ack(stream, ConsumerGroup.ORIGINATE, *(e.id for e in entries))
             except REDIS_DOWN as exc:
                 log.warning("originate stream unreachable", extra={"error": str(exc)})
                 await asyncio.sleep(1.0)
@@ -225,7 +205,8 @@ class Edge:
 
     async def _control_loop(self) -> None:
         stream = self.bus.keys.edge_control(self.edge_id)
-        cursor = f"{bus_now_ms()}-0"
+        # One millisecond back: a command written in this very millisecond may have the id T-0.
+        cursor = f"{bus_now_ms() - 1}-0"
         while self._running:
             try:
                 entries = await self.bus.read(
@@ -248,7 +229,7 @@ class Edge:
             )
             return
         if isinstance(message, Hangup):
-            call.hangup(message.reason or "hangup", message.by or "api")
+            call.hangup(message.reason or EndReason.HANGUP, message.by or "api")
         elif isinstance(message, Transfer):
             self.spawn(call.transfer(message.target), f"transfer-{call_id}")
 
@@ -270,4 +251,4 @@ class Edge:
                 call = watched[entry.stream]
                 call.events_cursor = entry.id
                 if isinstance(entry.message, MediaTimeout):
-                    call.hangup("media timeout", "media")
+                    call.hangup(EndReason.MEDIA_TIMEOUT, "media")

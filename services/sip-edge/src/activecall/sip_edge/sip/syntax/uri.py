@@ -15,11 +15,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING
 from urllib.parse import unquote_to_bytes
-
-if TYPE_CHECKING:
-    from activecall.sip_edge.message import SipRequest
 
 SCHEME_SIP = "sip"
 SCHEME_SIPS = "sips"
@@ -65,15 +61,14 @@ _GENERIC_VALUE = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+|\[[0-9A-Fa-f:.]+\]|[0-9A-F
 class SipParseError(ValueError):
     """Malformed SIP input: a URI, a header field value or a whole message (RFC 3261 section 25).
 
-    ``reason`` is a short text fit for a 400 reason phrase. ``partial`` is set by the message parser when
-    the start line and the Via, Call-ID and CSeq header fields of a request could be read, so a server can
-    still answer it with a 400 (RFC 3261 section 8.2.6); it is ``None`` otherwise.
+    ``reason`` is a short text fit for a 400 reason phrase. A whole message that does not parse raises
+    the :class:`~activecall.sip_edge.sip.syntax.message.MalformedMessage` kind, which carries what of the
+    request could be read.
     """
 
-    def __init__(self, reason: str, partial: SipRequest | None = None) -> None:
+    def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
-        self.partial = partial
 
 
 def _matches(charset: re.Pattern[str], text: str) -> bool:

@@ -26,7 +26,7 @@ import httpx
 from activecall.config import Handler
 from activecall.sip_edge import metrics
 
-log = logging.getLogger("activecall.sip_edge.handler")
+log = logging.getLogger("activecall.sip_edge.app.handler")
 
 MIN_REJECT_CODE = 300
 MAX_REJECT_CODE = 699

@@ -1,6 +1,6 @@
 """Session timers (RFC 4028): the Session-Expires and Min-SE fields and the negotiation rules.
 
-Pure functions; the session in :mod:`activecall.sip_edge.session` runs the timers. The refresher is
+Pure functions; the session in :mod:`activecall.sip_edge.sip.dialog.session` runs the timers. The refresher is
 named by transaction role (``uac``/``uas`` of the request that negotiated it), so each side works out
 whether it refreshes from the role it played in that request.
 """
@@ -9,12 +9,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from activecall.sip_edge.message import SipRequest, SipResponse
-from activecall.sip_edge.uri import SipParseError
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse
+from activecall.sip_edge.sip.syntax.uri import SipParseError
 
 # RFC 4028 section 4: Min-SE may not be lower than 90 seconds.
 MIN_SE = 90
-DEFAULT_SESSION_EXPIRES = 1800
 STATUS_INTERVAL_TOO_SMALL = 422
 OPTION_TAG = "timer"
 REFRESHER_UAC = "uac"

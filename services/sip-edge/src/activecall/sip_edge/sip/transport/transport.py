@@ -2,7 +2,7 @@
 
 The transport layer owns the sockets. It hands every parsed message up with the :class:`Flow` it came
 on, stamps ``received``/``rport`` on the top Via of incoming requests, answers a malformed request
-with 400 when its transaction can be named (``SipParseError.partial``) and drops the rest, counting
+with 400 when its transaction can be named (``MalformedMessage.partial``) and drops the rest, counting
 them. Responses go back on the connection their request used (streams) or to the Via's
 ``received``/``rport`` (UDP). Outbound requests go to a resolved :class:`Target`; stream connections
 are opened on demand and reused per remote address.
@@ -26,11 +26,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from activecall.sip_edge import metrics
-from activecall.sip_edge.message import (
+from activecall.sip_edge.sip.syntax.message import (
     KEEPALIVE_PONG,
     MAX_DATAGRAM_SIZE,
     MAX_STREAM_MESSAGE_SIZE,
     KeepAlive,
+    MalformedMessage,
     SipParseError,
     SipRequest,
     SipResponse,
@@ -40,7 +41,7 @@ from activecall.sip_edge.message import (
     validate_response,
 )
 
-log = logging.getLogger("activecall.sip_edge.transport")
+log = logging.getLogger("activecall.sip_edge.sip.transport.transport")
 
 SipMessage = SipRequest | SipResponse
 
@@ -118,6 +119,8 @@ class Flow:
         return self.connection is None or not self.connection.closed
 
 
+# Where a request goes: a resolved address, or back along the flow a dialog arrived on.
+Destination = Target | Flow
 MessageHandler = Callable[[SipMessage, Flow], None]
 ErrorCallback = Callable[[TransportError], None]
 
@@ -261,13 +264,13 @@ class StreamConnection(asyncio.Protocol):
         self.last_activity = self.layer.now()
         try:
             items = self.framer.feed(data)
-        except SipParseError as exc:
+        except MalformedMessage as exc:
             self.layer._stream_broken(self, exc)
             return
         for item in items:
             if item is KeepAlive.PING:
                 self.write(KEEPALIVE_PONG)
-            elif isinstance(item, SipParseError):
+            elif isinstance(item, MalformedMessage):
                 self.layer._malformed(item, self.flow)
             elif isinstance(item, SipRequest | SipResponse):
                 self.layer._deliver(item, self.flow)
@@ -397,9 +400,6 @@ class TransportLayer:
         found = self._advertised.get(transport) or next(iter(self._advertised.values()), None)
         return found or (self._public_host(""), transport.default_port)
 
-    def listens(self, transport: Transport) -> bool:
-        return transport in self._advertised
-
     @property
     def client_tls(self) -> ssl.SSLContext:
         if self._client_tls is None:
@@ -471,13 +471,6 @@ class TransportLayer:
         task.add_done_callback(self._tasks.discard)
         return connection
 
-    def connection_to_host(self, transport: Transport, host: str) -> StreamConnection | None:
-        """Any live connection of ``transport`` with ``host`` (reused for in-dialog requests)."""
-        for (kind, remote_host, _), connection in self._connections.items():
-            if kind is transport and remote_host == host and connection.connected:
-                return connection
-        return None
-
     async def _open(self, connection: StreamConnection, target: Target) -> None:
         loop = asyncio.get_running_loop()
         tls = self.client_tls if target.transport is Transport.TLS else None
@@ -525,7 +518,7 @@ class TransportLayer:
             return  # keep-alives some clients send over UDP
         try:
             message = parse_message(data, self.settings.max_datagram_size)
-        except SipParseError as exc:
+        except MalformedMessage as exc:
             self._malformed(exc, flow)
             return
         self._deliver(message, flow)
@@ -540,7 +533,7 @@ class TransportLayer:
                     raise SipParseError(problem)
         except SipParseError as exc:
             partial = message if isinstance(message, SipRequest) else None
-            self._malformed(SipParseError(exc.reason, partial), flow)
+            self._malformed(MalformedMessage(exc.reason, partial), flow)
             return
         if self.handler is None:
             return
@@ -552,7 +545,7 @@ class TransportLayer:
                 "error handling a SIP message", extra={"remote": f"{flow.remote[0]}:{flow.remote[1]}"}
             )
 
-    def _malformed(self, error: SipParseError, flow: Flow) -> None:
+    def _malformed(self, error: MalformedMessage, flow: Flow) -> None:
         metrics.PARSE_ERRORS.labels(flow.transport.value).inc()
         partial = error.partial
         log.info(
@@ -575,6 +568,6 @@ class TransportLayer:
         except (SipParseError, TransportError, ValueError) as exc:
             log.debug("could not answer a malformed request", extra={"error": str(exc)})
 
-    def _stream_broken(self, connection: StreamConnection, error: SipParseError) -> None:
+    def _stream_broken(self, connection: StreamConnection, error: MalformedMessage) -> None:
         self._malformed(error, connection.flow)
         connection.close()

@@ -1,0 +1,1 @@
+"""SIP syntax: URIs, header fields, messages, SDP bodies and digest values; no I/O."""

@@ -1,0 +1,1 @@
+"""The SIP user agent: calls in and out, requests outside dialogs, registrations."""
