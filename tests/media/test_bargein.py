@@ -12,7 +12,6 @@ import numpy as np
 from activecall.bus import Bus
 from activecall.media.bargein import BargeInDetector, CallerActivity
 from activecall.media.metrics import STATS
-from activecall.media.testing import LegClient, Received, RtpPeer, poll, voiced
 from activecall.media.worker import MediaWorker
 from activecall.messages import (
     AudioChunk,
@@ -29,6 +28,7 @@ from activecall.messages import (
     StopPlayback,
     TurnCancelled,
 )
+from activecall.testing.media import LegClient, Received, RtpPeer, poll, voiced
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 SILENCE = bytes([0xFF]) * 160

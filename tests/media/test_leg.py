@@ -23,7 +23,6 @@ from activecall.media.rtcp import (
     serialize_compound,
 )
 from activecall.media.srtp import format_sdes_inline, generate_key_salt
-from activecall.media.testing import LegClient, RtpPeer, ncc_peak, poll, voiced
 from activecall.media.worker import MediaWorker
 from activecall.messages import (
     AudioChunk,
@@ -35,6 +34,7 @@ from activecall.messages import (
     StopPlayback,
     TurnCancelled,
 )
+from activecall.testing.media import LegClient, RtpPeer, ncc_peak, poll, voiced
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 StartWorker = Callable[..., Awaitable[MediaWorker]]

@@ -13,11 +13,11 @@ from activecall.bus import Bus
 from activecall.config import Config, RedisSettings
 from activecall.media.rtcp import RtcpByePacket, RtcpSdesPacket
 from activecall.media.service import MediaService
-from activecall.media.testing import LegClient, RtpPeer, loopback_config
 from activecall.media.worker import MediaWorker
 from activecall.messages import LegClose, LegOpen, LegOpened
 from activecall.registry import Heartbeat, WorkerInfo, list_workers
 from activecall.service import Runtime
+from activecall.testing.media import LegClient, RtpPeer, loopback_config
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 StartWorker = Callable[..., Awaitable[MediaWorker]]

@@ -12,9 +12,9 @@ import pytest
 from activecall.bus import Bus
 from activecall.config import Config
 from activecall.media.recorder import StereoRecorder
-from activecall.media.testing import LegClient, ncc_peak, poll, voiced
 from activecall.media.worker import MediaWorker, read_wav_mono
 from activecall.messages import AudioChunk, CallError, PlayAudio, PlaybackFinished, StartRecording
+from activecall.testing.media import LegClient, ncc_peak, poll, voiced
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 

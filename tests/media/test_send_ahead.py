@@ -13,9 +13,9 @@ from activecall.bus import Bus
 from activecall.media.g711 import PCMA, PCMU
 from activecall.media.leg import Leg
 from activecall.media.rtp import RtpPacket
-from activecall.media.testing import LegClient, poll, voiced
 from activecall.media.worker import MediaWorker
 from activecall.messages import AudioChunk, PlaybackStarted
+from activecall.testing.media import LegClient, poll, voiced
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 SILENCE = PCMU.silence(160)

@@ -10,9 +10,9 @@ import numpy as np
 from prometheus_client import REGISTRY
 
 from activecall.bus import Bus
-from activecall.media.testing import LegClient, poll, voiced
 from activecall.media.worker import MediaWorker
 from activecall.messages import AudioChunk, PlaybackStarted, SpeechStopped
+from activecall.testing.media import LegClient, poll, voiced
 
 OpenLeg = Callable[..., Awaitable[LegClient]]
 

@@ -14,7 +14,6 @@ from activecall.audio import (
     ncc_peak,
     normalize_words,
     pcm16_to_float32,
-    pcm16_to_int16,
     read_wav,
     resample,
     trim_leading_silence,
@@ -94,7 +93,6 @@ def test_ncc_reads_pcm16_and_bounds_the_lag() -> None:
 
 def test_pcm16_golden_samples() -> None:
     pcm = bytes.fromhex("0000 0100 ffff ff7f 0080")
-    assert pcm16_to_int16(pcm).tolist() == [0, 1, -1, 32767, -32768]
     assert int16_to_pcm16(np.array([0, 1, -1, 32767, -32768], dtype=np.int16)) == pcm
     assert pcm16_to_float32(pcm).tolist() == [0.0, 1 / 32768, -1 / 32768, 32767 / 32768, -1.0]
     assert float_to_pcm16(np.array([0.0, 1 / 32768, -1.0, 1.5, -1.5, 0.49 / 32768])) == bytes.fromhex(
@@ -104,7 +102,7 @@ def test_pcm16_golden_samples() -> None:
 
 def test_odd_pcm16_is_refused() -> None:
     with pytest.raises(AudioFormatError, match=r"PCM16 data has an odd length \(3 bytes\)"):
-        pcm16_to_int16(b"abc")
+        pcm16_to_float32(b"abc")
     with pytest.raises(ValueError, match="odd length"):
         resample(b"abc", 8000, 16000)
 

@@ -17,8 +17,8 @@ async def test_call_record_life(bus: Bus) -> None:
     await store.create(record)
     assert await store.active_ids() == ["c1"]
     await store.update("c1", state="answered", answered=12.5, media_worker="media-1")
-    await store.set_timing("c1", "answer", 0.25)
-    await store.set_timing("c1", "first_audio", 0.75)
+    await store.set_timings("c1", {"answer": 0.25})
+    await store.set_timings("c1", {"first_audio": 0.75})
     await store.append_transcript("c1", "agent", "Hello", at=1.0)
     await store.append_transcript("c1", "caller", "Hi there", at=2.0)
     loaded = await store.get("c1")

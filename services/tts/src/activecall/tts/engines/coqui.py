@@ -18,7 +18,7 @@ from typing import Any
 
 from activecall.audio import float_to_pcm16
 from activecall.config import TtsSettings
-from activecall.tts.engines import TtsEngine, TtsEngineError
+from activecall.tts.engines.base import TtsEngine, TtsEngineError
 
 INSTALL_HINT = "Coqui TTS is not installed; install it with: pip install coqui-tts"
 _SENTENCE_END = re.compile(r"(?<=[.!?;:])\s+")

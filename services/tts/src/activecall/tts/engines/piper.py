@@ -17,7 +17,7 @@ import numpy as np
 
 from activecall.audio import float_to_pcm16
 from activecall.config import TtsSettings
-from activecall.tts.engines import TtsEngine, TtsEngineError, UnknownVoiceError
+from activecall.tts.engines.base import TtsEngine, TtsEngineError, UnknownVoiceError
 
 _VOICES: dict[tuple[str, str, int | None], Any] = {}
 _LOAD_LOCK = threading.Lock()

@@ -303,10 +303,6 @@ def ncc_peak(reference: Samples, signal: Samples, max_lag: int) -> tuple[float, 
     return value, lag
 
 
-def frames_of(audio: Samples, size: int = 160) -> list[Samples]:
-    return [audio[i : i + size] for i in range(0, len(audio) - size + 1, size)]
-
-
 def loopback_config(redis: RedisSettings, recordings: Path, **media: object) -> Config:
     """A worker on 127.0.0.1 with a random 100-port range of its own cut into blocks of 20."""
     base = 20000 + secrets.randbelow(400) * 100

@@ -247,9 +247,6 @@ class BaresipPhone:
             self.command("sndcode", digit)
             time.sleep(0.3)
 
-    def switch_source(self, wav: Path) -> dict[str, Any]:
-        return self.command("ausrc", f"aufile,{wav}")
-
     def dumps(self) -> tuple[Path | None, Path | None]:
         """The newest (heard, sent) WAV dumps."""
         heard = sorted(self.dump_folder.glob("dump-*-dec.wav"))

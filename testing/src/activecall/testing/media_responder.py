@@ -91,8 +91,9 @@ class MediaResponder:
         """Beat once (so the worker is live at once), then serve in the background."""
         await self.heartbeat.beat()
         self.heartbeat.start()
+        # One millisecond back: a request written in this very millisecond may have the id T-0.
         self._task = asyncio.create_task(
-            self._serve(f"{now_ms()}-0"), name=f"media-responder-{self.worker_id}"
+            self._serve(f"{now_ms() - 1}-0"), name=f"media-responder-{self.worker_id}"
         )
 
     async def stop(self) -> None:

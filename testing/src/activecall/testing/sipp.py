@@ -21,7 +21,6 @@ from activecall.testing.redis_server import free_port
 
 SIPP_BINARY = "sipp"
 EXIT_ALL_CALLS_OK = 0
-EXIT_SOME_CALLS_FAILED = 1
 
 
 def sipp_binary() -> str:

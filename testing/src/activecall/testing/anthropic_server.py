@@ -211,7 +211,6 @@ class RecordedRequest:
     path: str
     headers: Mapping[str, str]
     body: Any
-    raw_body: bytes = field(repr=False)
 
     @property
     def api_key(self) -> str | None:
@@ -260,7 +259,7 @@ async def _read_request(reader: asyncio.StreamReader) -> RecordedRequest | None:
         body = json.loads(raw) if raw else None
     except ValueError:
         body = None
-    return RecordedRequest(parts[0], parts[1], headers, body, raw)
+    return RecordedRequest(parts[0], parts[1], headers, body)
 
 
 async def _read_body(reader: asyncio.StreamReader, headers: Mapping[str, str]) -> bytes:
@@ -363,12 +362,12 @@ class FakeAnthropicServer:
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         # Closing the transports ends idle and hanging connections with an EOF; a handler still
-        # sleeping between deltas is cancelled.
+        # sleeping between deltas is cancelled. Only then does wait_closed return: from Python 3.12
+        # on it also waits for the connections.
         for writer in self._connections.values():
             writer.close()
         tasks = list(self._connections)
@@ -376,6 +375,8 @@ class FakeAnthropicServer:
         for task in pending:
             task.cancel()
         await asyncio.gather(*pending, return_exceptions=True)
+        if server is not None:
+            await server.wait_closed()
 
     async def __aenter__(self) -> FakeAnthropicServer:
         await self.start()
