@@ -17,10 +17,24 @@ neither (then other processes on a busy machine made the worker late). Then the 
 is measured with everything on, and again without SRTP, without VAD and without the bus (caller audio
 and events not appended), so the share of each shows as a difference; the three parts alone; and the
 worker's own work alone (its legs in one process on a simulated clock, without sockets, event loop or
-Redis). Run with ``make bench-media`` or::
+Redis).
+
+The cost runs include a bare relay, measured the same way in the same run, pinned to the worker's core
+and loaded by the same load generator with the same calls: a process that holds one socket per call
+and for each packet takes it in, unprotects it, protects it again with pylibsrtp and sends it back,
+with uvloop and no other logic. What the worker costs next to it says more about the code than the
+calls a busy machine happened to hold (the ramp's figure moved from 537 on a quiet day to 87 on a busy
+one). The last line gives the medians of the interleaved runs::
+
+    media: calls_per_core=N worker_ms_per_call_s=N relay_ms_per_call_s=N ratio=N
+
+where ``calls_per_core`` is 1000 / ``worker_ms_per_call_s`` (the worker's CPU per call-second with
+everything on, at the cost runs' calls), not the ramp's result, and ``ratio`` is worker / relay.
+Run with ``make bench-media`` or::
 
     python bench/bench_media.py --seconds 60          # the full ramp
     python bench/bench_media.py --seconds 10 --max 300  # a quick look
+    python bench/bench_media.py --cost-only --cost-calls 100 --cost-seconds 5 --cost-rounds 1  # quicker
 """
 
 from __future__ import annotations
@@ -41,6 +55,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pylibsrtp
 import uvloop
 
 from activecall.bus import Bus
@@ -56,9 +71,9 @@ from activecall.media.srtp import (
     generate_key_salt,
     parse_sdes_inline,
 )
-from activecall.media.testing import voiced
-from activecall.messages import AudioChunk, LegClose, LegOpen, LegOpened, LegUpdate
+from activecall.messages import Ack, AudioChunk, LegClose, LegOpen, LegOpened, LegUpdate, Message
 from activecall.service import settle_collector
+from activecall.testing.media import voiced
 from activecall.testing.redis_server import RedisServer
 
 SO_TIMESTAMPNS = 35  # Linux; the ancillary message carries a struct timespec
@@ -73,6 +88,8 @@ SEND_SLOTS = 5  # the calls send in 5 groups, 4 ms apart
 STALL_S = 0.025  # --diag lists the gaps between ticks longer than this
 SATURATED_PERCENT = 85  # a core this busy leaves too little slack for a 20 ms tick to stay on time
 RECEIVE_BUFFER = 1 << 20  # capped by net.core.rmem_max; 25 calls' 1,250 packets/s fill it in ~0.2 s
+READ_COUNT = 200
+RELAY = "relay"
 
 
 def pin(core: int) -> None:
@@ -130,6 +147,105 @@ async def serve_worker(args: argparse.Namespace) -> None:
             "legs": worker.load,
             "jitter_counts": STATS.send_jitter.counts,
         }
+        await bus.redis.set(key, json.dumps(stats))
+        await asyncio.sleep(0.25)
+
+
+# ---------------------------------------------------------------------------------------------- bare relay
+
+
+class RelayedCall(asyncio.DatagramProtocol):
+    """One call of the bare relay: each SRTP packet unprotected, protected again, sent back."""
+
+    def __init__(self, failures: list[int]) -> None:
+        self.failures = failures
+        self.transport: asyncio.DatagramTransport | None = None
+        self.inbound: pylibsrtp.Session | None = None
+        self.outbound: pylibsrtp.Session | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        inbound, outbound = self.inbound, self.outbound
+        if inbound is None or outbound is None or self.transport is None:
+            return
+        try:
+            self.transport.sendto(outbound.protect(inbound.unprotect(data)), addr)
+        except pylibsrtp.Error:
+            self.failures[0] += 1
+
+
+def srtp_policy(key_salt: bytes, ssrc_type: int) -> pylibsrtp.Policy:
+    return pylibsrtp.Policy(
+        key=key_salt, ssrc_type=ssrc_type, srtp_profile=pylibsrtp.Policy.SRTP_PROFILE_AES128_CM_SHA1_80
+    )
+
+
+async def serve_relay(args: argparse.Namespace) -> None:
+    """The bare relay: it answers leg.open, leg.update and leg.close as the worker does, so the same
+    load drives it, and publishes the statistics the measurement reads (no losses of its own)."""
+    settings = RedisSettings(url=args.redis, prefix=args.prefix)
+    bus = Bus.from_settings(settings)
+    control = bus.keys.media_control(args.worker_id)
+    loop = asyncio.get_running_loop()
+    calls: dict[str, tuple[RelayedCall, bytes]] = {}
+    failures = [0]
+    publisher = asyncio.create_task(publish_relay_stats(bus, f"{args.prefix}bench:stats", calls, failures))
+    last_id = "0-0"
+    try:
+        while True:
+            for entry in await bus.read({control: last_id}, count=READ_COUNT, block_ms=250):
+                last_id = entry.id
+                reply = await relay_control(loop, entry.message, args.worker_id, calls, failures)
+                await bus.reply(getattr(entry.message, "reply_to", ""), reply)
+    finally:
+        publisher.cancel()
+
+
+async def relay_control(
+    loop: asyncio.AbstractEventLoop,
+    message: Message,
+    relay_id: str,
+    calls: dict[str, tuple[RelayedCall, bytes]],
+    failures: list[int],
+) -> Message:
+    if isinstance(message, LegOpen):
+        key = generate_key_salt()
+        transport, call = await loop.create_datagram_endpoint(
+            lambda: RelayedCall(failures), local_addr=("127.0.0.1", 0)
+        )
+        call.outbound = pylibsrtp.Session(srtp_policy(key, pylibsrtp.Policy.SSRC_ANY_OUTBOUND))
+        calls[message.leg_id] = (call, key)
+        port = transport.get_extra_info("sockname")[1]
+        crypto = format_sdes_inline(key).removeprefix("inline:")
+        return LegOpened(
+            call_id=message.call_id,
+            leg_id=message.leg_id,
+            worker=relay_id,
+            address="127.0.0.1",
+            port=port,
+            crypto_suite="AES_CM_128_HMAC_SHA1_80",
+            crypto_key=crypto,
+        )
+    if isinstance(message, LegUpdate):
+        call, _ = calls[message.leg_id]
+        remote = parse_sdes_inline(message.remote_crypto_key)
+        call.inbound = pylibsrtp.Session(srtp_policy(remote, pylibsrtp.Policy.SSRC_ANY_INBOUND))
+    elif isinstance(message, LegClose):
+        call, _ = calls.pop(message.leg_id)
+        if call.transport is not None:
+            call.transport.close()
+    return Ack(call_id=message.call_id)
+
+
+async def publish_relay_stats(
+    bus: Bus, key: str, calls: dict[str, tuple[RelayedCall, bytes]], failures: list[int]
+) -> None:
+    empty_jitter = [0] * len(STATS.send_jitter.counts)
+    while True:
+        stats = {"lost": 0, "late": 0, "dropped": 0, "srtp_failures": failures[0], "srtp_kinds": {}}
+        stats.update(legs=len(calls), jitter_counts=empty_jitter)
         await bus.redis.set(key, json.dumps(stats))
         await asyncio.sleep(0.25)
 
@@ -467,10 +583,14 @@ class Load:
 
 
 class WorkerProcess:
-    def __init__(self, args: argparse.Namespace, url: str, flags: list[str]) -> None:
+    """The media worker (or, with ``serve="--serve-relay"``, the bare relay) on the worker's core."""
+
+    def __init__(
+        self, args: argparse.Namespace, url: str, flags: list[str], serve: str = "--serve-worker"
+    ) -> None:
         self.prefix = f"bm{secrets.token_hex(3)}:"
         self.worker_id = f"media-bench-{secrets.token_hex(2)}"
-        command = [sys.executable, __file__, "--serve-worker", "--redis", url, "--prefix", self.prefix]
+        command = [sys.executable, __file__, serve, "--redis", url, "--prefix", self.prefix]
         command += ["--worker-id", self.worker_id, "--port-base", str(args.port_base), *flags]
         if args.diag:
             command.append("--diag")
@@ -706,9 +826,13 @@ def summarise(windows: list[Window], failed_at: int) -> None:
     print(f"limited by: {verdict}", flush=True)
 
 
-async def cost_window(args: argparse.Namespace, url: str, calls: int, flags: list[str], srtp: bool) -> float:
-    """Worker CPU in ms per call-second for one worker variant."""
-    worker = WorkerProcess(args, url, flags)
+Variant = tuple[list[str], bool, str]  # the process's flags, SRTP, and which process
+
+
+async def cost_window(args: argparse.Namespace, url: str, calls: int, variant: Variant) -> float:
+    """Worker (or relay) CPU in ms per call-second for one variant."""
+    flags, srtp, serve = variant
+    worker = WorkerProcess(args, url, flags, serve)
     bus = Bus.from_settings(RedisSettings(url=url, prefix=worker.prefix, reply_timeout=5.0))
     stop = asyncio.Event()
     try:
@@ -726,20 +850,35 @@ async def cost_window(args: argparse.Namespace, url: str, calls: int, flags: lis
         await bus.close()
 
 
-async def cost(args: argparse.Namespace, url: str, calls: int) -> None:
-    """Worker CPU per call-second with everything on, then without SRTP, VAD, the bus: each variant
-    ``--cost-rounds`` times, interleaved, and the median kept (the shares are differences of totals)."""
-    variants = {"all on": ([], True), "no SRTP": ([], False), "no VAD": (["--no-vad"], True)}
-    variants["no bus"] = (["--no-bus"], True)
+ALL_ON: Variant = ([], True, "--serve-worker")
+BARE_RELAY: Variant = ([], True, "--serve-relay")
+
+
+async def medians(
+    args: argparse.Namespace, url: str, calls: int, variants: dict[str, Variant]
+) -> dict[str, float]:
+    """Each variant ``--cost-rounds`` times, interleaved so that a busy spell falls on all of them, and
+    the median kept."""
     runs: dict[str, list[float]] = {name: [] for name in variants}
     print(f"cost: {calls} calls, {args.cost_seconds:.0f} s a run, {args.cost_rounds} rounds", flush=True)
     for _ in range(args.cost_rounds):
-        for name, (flags, srtp) in variants.items():
-            runs[name].append(await cost_window(args, url, calls, flags, srtp))
+        for name, variant in variants.items():
+            runs[name].append(await cost_window(args, url, calls, variant))
     results = {name: sorted(values)[len(values) // 2] for name, values in runs.items()}
     for name, values in runs.items():
         shown = " ".join(f"{v:.3f}" for v in values)
         print(f"  {name:8s} {results[name]:.3f} ms CPU per call-second (runs: {shown})", flush=True)
+    return results
+
+
+async def cost(args: argparse.Namespace, url: str, calls: int) -> dict[str, float]:
+    """Worker CPU per call-second with everything on, then without SRTP, VAD, the bus (the shares are
+    differences of totals), and the bare relay's."""
+    variants = {"all on": ALL_ON, "no SRTP": ([], False, "--serve-worker")}
+    variants["no VAD"] = (["--no-vad"], True, "--serve-worker")
+    variants["no bus"] = (["--no-bus"], True, "--serve-worker")
+    variants[RELAY] = BARE_RELAY
+    results = await medians(args, url, calls, variants)
     total = results["all on"]
     print(f"  all on: about {1000 / total:.0f} calls per core at {calls} calls")
     for part, variant in (("SRTP", "no SRTP"), ("VAD", "no VAD"), ("bus", "no bus")):
@@ -753,11 +892,22 @@ async def cost(args: argparse.Namespace, url: str, calls: int) -> None:
         " figure; the rest is the UDP and Redis system calls, the event loop and the caches they share)",
         flush=True,
     )
+    return results
+
+
+def capacity_line(worker_ms: float, relay_ms: float) -> str:
+    """The bench's last line: the worker's capacity and its cost next to the bare relay's."""
+    calls_per_core = round(1000 / worker_ms) if worker_ms else 0
+    ratio = worker_ms / relay_ms if relay_ms else 0.0
+    return (
+        f"media: calls_per_core={calls_per_core} worker_ms_per_call_s={worker_ms:.3f}"
+        f" relay_ms_per_call_s={relay_ms:.3f} ratio={ratio:.2f}"
+    )
 
 
 class _SimulatedClock:
-    """Stands in for the ``time`` module of the leg and its RTCP reports: the monotonic clock moves
-    20 ms per simulated tick, so the jitter buffer sees the timing of a real call."""
+    """Stands in for the ``time`` module of the leg, its two halves and its RTCP reports: the monotonic
+    clock moves 20 ms per simulated tick, so the jitter buffer sees the timing of a real call."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -791,14 +941,16 @@ def pipeline(legs: int, ticks: int = 250) -> float:
     decode, VAD, the audio:in XADD packed and queued), with the sockets and Redis left out. CPU ms per
     call-second, the best of three thirds of the run."""
     import activecall.media.leg as leg_module
+    import activecall.media.receiver as receiver_module
     import activecall.media.reports as reports_module
+    import activecall.media.sender as sender_module
     import activecall.media.worker as worker_module
     from activecall.media.leg import Leg
     from activecall.media.ports import BoundPair
     from activecall.media.vad import WebRtcVad
 
     clock = _SimulatedClock()
-    modules = (leg_module, reports_module, worker_module)
+    modules = (leg_module, receiver_module, sender_module, reports_module, worker_module)
     saved = [module.time for module in modules]
     for module in modules:
         module.time = clock  # type: ignore[attr-defined]
@@ -852,7 +1004,7 @@ def pipeline(legs: int, ticks: int = 250) -> float:
             for t in range(first, last):
                 due = clock.now = 1000.0 + t * FRAME_S
                 for n, (leg, packets) in enumerate(calls):
-                    leg.on_rtp(packets[t], ("127.0.0.1", 30000 + n))
+                    leg.receiver.on_rtp(packets[t], ("127.0.0.1", 30000 + n))
                 clock.now = due + 0.001
                 worker._on_tick(clock.now, 0)
             return time.process_time() - start
@@ -871,8 +1023,8 @@ def pipeline(legs: int, ticks: int = 250) -> float:
 
 def isolated() -> None:
     """The same three parts alone, on this process's core: the per-frame work times 50 frames/s."""
-    from activecall.media.leg import _RememberingVad
     from activecall.media.publisher import AudioCommand
+    from activecall.media.receiver import _RememberingVad
     from activecall.media.vad import SpeechDetector, WebRtcVad
 
     key = generate_key_salt()
@@ -921,11 +1073,15 @@ async def main_async(args: argparse.Namespace) -> None:
         url = server.url
     try:
         best = await ramp(args, url) if not args.cost_only else 0
-        if not args.no_cost:
-            await cost(args, url, args.cost_calls or max(50, min(200, best // 2)))
+        calls = args.cost_calls or max(50, min(200, best // 2))
+        if args.no_cost:
+            results = await medians(args, url, calls, {"all on": ALL_ON, RELAY: BARE_RELAY})
+        else:
+            results = await cost(args, url, calls)
     finally:
         if server is not None:
             server.stop()
+    print(capacity_line(results["all on"], results[RELAY]), flush=True)
 
 
 def main() -> None:
@@ -944,7 +1100,9 @@ def main() -> None:
     parser.add_argument("--cost-seconds", type=float, default=10.0)
     parser.add_argument("--cost-rounds", type=int, default=3)
     parser.add_argument("--cost-only", action="store_true")
-    parser.add_argument("--no-cost", action="store_true")
+    parser.add_argument(
+        "--no-cost", action="store_true", help="of the cost runs, only the worker and the bare relay"
+    )
     parser.add_argument("--no-tts", action="store_true", help="no agent turns on audio:out")
     parser.add_argument("--worker-core", type=int, default=0)
     parser.add_argument(
@@ -958,6 +1116,7 @@ def main() -> None:
     parser.add_argument("--port-base", type=int, default=16000, help="below the ephemeral range")
     # The worker process is this script again:
     parser.add_argument("--serve-worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--serve-relay", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--redis", help=argparse.SUPPRESS)
     parser.add_argument("--prefix", help=argparse.SUPPRESS)
     parser.add_argument("--worker-id", help=argparse.SUPPRESS)
@@ -966,7 +1125,9 @@ def main() -> None:
     parser.add_argument("--diag", action="store_true", help="the worker prints tick and GC timings")
     parser.add_argument("--profile", default="", help="the worker writes a cProfile of 10 s to this file")
     args = parser.parse_args()
-    if args.serve_worker:
+    if args.serve_relay:
+        uvloop.run(serve_relay(args))
+    elif args.serve_worker:
         uvloop.run(serve_worker(args))
     else:
         uvloop.run(main_async(args))

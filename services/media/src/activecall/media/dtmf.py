@@ -11,7 +11,6 @@ from activecall.media.rtp import RtpPacket, timestamp_delta
 
 TELEPHONE_EVENT_LENGTH: Final = 4
 DTMF_DIGITS: Final = "0123456789*#ABCD"  # RFC 4733 section 3.2, events 0-15
-EVENT_FLASH: Final = 16
 MAX_VOLUME: Final = 63
 MAX_DURATION: Final = 0xFFFF
 DEFAULT_VOLUME: Final = 10  # -10 dBm0, a typical DTMF level

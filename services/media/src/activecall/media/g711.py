@@ -17,7 +17,6 @@ import numpy.typing as npt
 
 PCMU_PAYLOAD_TYPE: Final = 0  # RFC 3551 section 6, table 4
 PCMA_PAYLOAD_TYPE: Final = 8
-G711_CLOCK_RATE: Final = 8000
 PCMU_SILENCE: Final = 0xFF  # code of the sample value 0
 PCMA_SILENCE: Final = 0xD5
 

@@ -43,7 +43,6 @@ class RtcpReports:
         self.sent_octets = 0
         self.sent_since_report = False
         self.rtt: float | None = None
-        self.peer_left = False
         self.next_due = time.monotonic() + self._interval()
 
     @staticmethod
@@ -87,5 +86,3 @@ class RtcpReports:
                     if block.ssrc == self.ssrc:
                         rtt = round_trip_time(ntp_from_unix(time.time()), block.lsr, block.dlsr)
                         self.rtt = rtt if rtt is not None else self.rtt
-            elif isinstance(packet, RtcpByePacket):
-                self.peer_left = True

@@ -22,10 +22,11 @@ import numpy as np
 
 from activecall.bus import REDIS_DOWN, Backoff, Bus, Entry, as_str
 from activecall.config import Config
-from activecall.media.leg import Leg, LegError, RtpProtocol, Slot, decode_slots
+from activecall.media.leg import Leg, LegError
 from activecall.media.metrics import LEGS_ACTIVE, STATS
 from activecall.media.ports import PortError, PortLease, PortPool, blocks_of
 from activecall.media.publisher import BusWriter
+from activecall.media.receiver import LegReceiver, RtpProtocol, Slot, decode_slots
 from activecall.media.scheduler import Pacer
 from activecall.media.srtp import format_sdes_inline
 from activecall.media.vad import Vad, WebRtcVad
@@ -160,7 +161,7 @@ class MediaWorker:
         if skipped:
             STATS.ticks_skipped += skipped
             for leg in legs:
-                leg.skip(skipped)
+                leg.sender.skip(skipped)
         self._tick_tx(legs)
         now = time.monotonic()
         self._tick_rx(legs, now)
@@ -175,7 +176,7 @@ class MediaWorker:
         """The packets prepared at the end of the tick before, sent first thing."""
         for leg in legs:
             try:
-                leg.tick_tx()
+                leg.sender.tick_tx()
             except Exception:
                 log.exception("send tick failed", extra={"leg": leg.leg_id})
 
@@ -184,26 +185,28 @@ class MediaWorker:
         """The next tick's packets, built and protected after this tick's caller audio."""
         for leg in legs:
             try:
-                leg.prepare_tx()
+                leg.sender.prepare_tx()
             except Exception:
                 log.exception("preparing the next packet failed", extra={"leg": leg.leg_id})
 
     @staticmethod
     def _tick_rx(legs: Iterable[Leg], now: float) -> None:
         """Every leg's due slots, their audio decoded together, then played leg by leg."""
-        due: list[tuple[Leg, list[Slot]]] = []
+        legs_due: list[Leg] = []
+        due: list[tuple[LegReceiver, list[Slot]]] = []
         for leg in legs:
             try:
-                slots = leg.due_slots(now)
+                slots = leg.receiver.due_slots(now)
             except Exception:
                 log.exception("receive tick failed", extra={"leg": leg.leg_id})
                 continue
-            due.append((leg, slots))
+            legs_due.append(leg)
+            due.append((leg.receiver, slots))
         try:
             decode_slots(due)
         except Exception:
             log.exception("decoding a tick's caller audio failed")
-        for leg, slots in due:
+        for leg, (_, slots) in zip(legs_due, due, strict=True):
             try:
                 leg.play_slots(now, slots)
             except Exception:
@@ -308,12 +311,12 @@ class MediaWorker:
         loop = asyncio.get_running_loop()
         run_if_due = self.pacer.run_if_due
         rtp, _ = await loop.create_datagram_endpoint(
-            lambda: RtpProtocol(leg, False, run_if_due), sock=bound.rtp
+            lambda: RtpProtocol(leg.receiver, False, run_if_due), sock=bound.rtp
         )
         rtcp = None
         if bound.rtcp is not None:
             rtcp, _ = await loop.create_datagram_endpoint(
-                lambda: RtpProtocol(leg, True, run_if_due), sock=bound.rtcp
+                lambda: RtpProtocol(leg.receiver, True, run_if_due), sock=bound.rtcp
             )
         leg.attach(rtp, rtcp)
         self.legs[leg.leg_id] = leg
