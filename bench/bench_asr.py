@@ -37,7 +37,7 @@ from activecall.tts.engines.piper import PiperEngine
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # G.711 reference
+    import audioop  # G.711 reference (the audioop-lts package from Python 3.13)
 
 SEED = 7
 SENTENCES = [

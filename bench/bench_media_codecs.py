@@ -37,7 +37,7 @@ from activecall.media.vad import WebRtcVad
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # the stdlib reference, for comparison only
+    import audioop  # the stdlib reference (audioop-lts from Python 3.13), for comparison only
 
 KEY_A = bytes(range(30))
 KEY_B = bytes(range(30, 60))

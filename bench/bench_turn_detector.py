@@ -50,7 +50,7 @@ from activecall.audio import resample
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
-    import audioop  # G.711 reference
+    import audioop  # G.711 reference (the audioop-lts package from Python 3.13)
 
 RATE = 8000
 FRAME = 160

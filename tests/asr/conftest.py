@@ -8,12 +8,15 @@ import pytest
 
 from activecall.audio import resample
 from activecall.media.g711 import pcmu_decode, pcmu_encode
-from activecall.tts.engines import TtsEngine, create_tts_engine
+from activecall.tts.engines import TtsEngine
+from activecall.tts.engines.piper import PiperEngine
 
 
 @pytest.fixture(scope="session")
 def piper() -> TtsEngine:
-    engine = create_tts_engine("piper")
+    """Piper without its random variation of timing and intonation: a sentence is the same audio whichever
+    tests ran before (with the noise, it would depend on the order of the sentences spoken)."""
+    engine = PiperEngine(noise_scale=0.0, noise_w_scale=0.0)
     engine.warm_up()
     return engine
 

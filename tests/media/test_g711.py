@@ -1,3 +1,4 @@
+import hashlib
 import warnings
 from types import ModuleType
 
@@ -23,14 +24,35 @@ ALL_SAMPLES = np.arange(-32768, 32768, dtype=np.int16)
 ALL_CODES = bytes(range(256))
 
 
+# SHA-256 of the reference's four tables, from the standard library's audioop of CPython 3.11: the audioop
+# of Python 3.13 on (the audioop-lts port) must be the same reference.
+REFERENCE_SHA256 = {
+    "lin2ulaw": "81d633c9e6972a18c74a58720b96cb8ca0bdd096d4060b646dd708c3b846019a",
+    "lin2alaw": "38488f6fd710f4686360edc4d38639f96c491595ef93f8eb8d62d5e07ca6ce7b",
+    "ulaw2lin": "3dab54339e520bb2c924826e3b72a917a2b612e9fd12fc867500f1d983a75827",
+    "alaw2lin": "e04788d110e58ff8c70c93b8480190d973e3b67876b6119abbaec766cc75c174",
+}
+
+
 @pytest.fixture(scope="module")
 def audioop() -> ModuleType:
-    """The stdlib reference implementation (deprecated, present in 3.11): used by these tests only."""
+    """The reference implementation, used by these tests only: the standard library's audioop up to
+    Python 3.12 (deprecated), the audioop-lts port of it from 3.13 (requirements-dev.txt)."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         import audioop
 
     return audioop
+
+
+def test_the_reference_is_cpythons_audioop(audioop: ModuleType) -> None:
+    got = {
+        "lin2ulaw": audioop.lin2ulaw(ALL_SAMPLES.tobytes(), 2),
+        "lin2alaw": audioop.lin2alaw(ALL_SAMPLES.tobytes(), 2),
+        "ulaw2lin": audioop.ulaw2lin(ALL_CODES, 2),
+        "alaw2lin": audioop.alaw2lin(ALL_CODES, 2),
+    }
+    assert {name: hashlib.sha256(table).hexdigest() for name, table in got.items()} == REFERENCE_SHA256
 
 
 def test_pcmu_encode_matches_audioop_on_all_65536_samples(audioop: ModuleType) -> None:
