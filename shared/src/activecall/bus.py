@@ -24,6 +24,7 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from activecall import metrics, tokens
 from activecall.config import RedisSettings
@@ -423,8 +424,24 @@ def _field_map(fields: list[bytes] | None) -> dict[bytes, bytes] | None:
     return None if fields is None else dict(zip(fields[::2], fields[1::2], strict=True))
 
 
-def connect_redis(url: str) -> aioredis.Redis:
-    return aioredis.Redis.from_url(url, decode_responses=False, health_check_interval=10)
+def connect_redis(
+    url: str, pool_class: type[aioredis.ConnectionPool] = aioredis.ConnectionPool, **pool_options: Any
+) -> aioredis.Redis:
+    """A client of the bus, owning its pool (``pool_options`` go to ``pool_class.from_url``).
+
+    A new connection sends no CLIENT SETINFO and no maintenance-notifications handshake: Redis before
+    7.2 refuses the one, the servers we run refuse the other, and each refusal redis-py swallows stays
+    in a reference cycle (exception, traceback, frame) with the frames of whoever opened the connection
+    (a call, on the edge) until the garbage collector runs."""
+    pool = pool_class.from_url(
+        url,
+        decode_responses=False,
+        health_check_interval=10,
+        driver_info=None,
+        maint_notifications_config=MaintNotificationsConfig(enabled=False),
+        **pool_options,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def as_str(value: Any) -> str:

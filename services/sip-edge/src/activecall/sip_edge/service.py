@@ -12,7 +12,7 @@ import logging
 
 import redis.asyncio as aioredis
 
-from activecall.bus import Bus
+from activecall.bus import Bus, connect_redis
 from activecall.config import RedisSettings
 from activecall.contract import Role
 from activecall.service import BaseService, Runtime, settle_collector
@@ -36,13 +36,13 @@ def edge_bus(settings: RedisSettings) -> Bus:
     """The edge's own Redis client. A request to a media worker holds a connection until its reply
     comes, so a burst of calls needs many at once; this pool makes a caller wait for a free connection
     (up to the reply timeout) where the default one would fail the call."""
-    pool = aioredis.BlockingConnectionPool.from_url(
+    redis = connect_redis(
         settings.url,
+        aioredis.BlockingConnectionPool,
         max_connections=EDGE_REDIS_CONNECTIONS,
         timeout=settings.reply_timeout,
-        health_check_interval=10,
     )
-    return Bus(aioredis.Redis(connection_pool=pool), settings)
+    return Bus(redis, settings)
 
 
 class SipEdgeService(BaseService):
