@@ -21,7 +21,7 @@ CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns compose-config clean
+.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-messages bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -67,15 +67,18 @@ run: ## start Redis (if unreachable) and all six services; Ctrl-C stops them
 workers: ## print the worker registry (live heartbeats)
 	$(VENV)/bin/activecall workers --config $(CONFIG)
 
-bench: bench-bus bench-sip bench-media bench-asr bench-tts ## every benchmark
+bench: bench-bus bench-messages bench-sip bench-media bench-asr bench-tts ## every benchmark
 
 bench-bus: ## bus latency p50/p99 and messages/s for 20 ms audio frames at 100 and 500 calls
 	$(PY) bench/bench_bus.py --calls 100 500
 
+bench-messages: ## the typed message codec: decode/encode of every message type beside bare msgpack, us per call
+	$(PY) bench/bench_messages.py
+
 bench-sip: ## SIP edge: highest call rate held 30 s with no failed call (SIPp, a media leg per call over the bus)
 	$(PY) bench/bench_sip.py
 
-bench-media: ## media worker: most calls held on one core, per-call CPU of SRTP, VAD and the bus
+bench-media: ## media worker: most calls held on one core, per-call CPU of SRTP, VAD and the bus, ratio to a bare relay
 	$(PY) bench/bench_media.py
 
 bench-asr: ## speech recognition: real-time factor, streams per core, final latency after end of speech
