@@ -99,7 +99,7 @@ API_KEY = "sk-ant-bench-turns"
 FIRST_TOKEN_DELAY_S = 0.3
 SHOWN_EVENTS = frozenset(
     ("barge_in", "turn.cancelled", "playback.paused", "playback.resumed", "transcript.final")
-    + ("turn.started", "playback.started", "speech.started", "speech.stopped")
+    + ("turn.started", "playback.started", "speech.started", "speech.stopped", "turn.timings")
 )
 TARGETS = (
     "v2v p50 <= 500 ms, p90 <= 800 ms (cached; uncached p50 <= 800), over_caller 0, premature <= 5 %, "
@@ -190,7 +190,9 @@ def call_events(redis_url: str, user: str) -> list[Any]:
 def event_line(event: Any, result: CallResult) -> tuple[float, str]:
     at = 1000 * (event.ts - result.clock_offset - result.timeline.answered)
     fields = {
-        k: getattr(event, k) for k in ("turn_id", "reason", "played_ms", "text", "eot") if hasattr(event, k)
+        k: getattr(event, k)
+        for k in ("turn_id", "reason", "played_ms", "text", "eot", "p_finished", "stages")
+        if hasattr(event, k)
     }
     detail = " ".join(f"{k}={v!r}" for k, v in fields.items() if v not in ("", 0, None))
     return at, f"    {at:7.0f} ms  event {event.TYPE} {detail}"

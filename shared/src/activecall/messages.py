@@ -210,7 +210,8 @@ class TranscriptFinal(Message, kw_only=True):
     ``speech_end_ms`` is the end of the caller's last speech frame on the media clock (the ``at_ms``
     of ``audio:in``); ``decided_ts`` the wall time at which the end of the turn was decided, and
     ``eot`` how: ``complete`` (a finished sentence after a short silence), ``incomplete`` (an
-    unfinished one, after the longer wait), ``silence`` (silence alone) or ``hangup``."""
+    unfinished one, after the longer wait), ``silence`` (silence alone) or ``hangup``; ``p_finished``
+    the judge's probability that the sentence was finished, when a judge was asked."""
 
     TYPE = "transcript.final"
     STREAMS = _EVENTS
@@ -222,6 +223,7 @@ class TranscriptFinal(Message, kw_only=True):
     speech_end_ms: int = 0
     decided_ts: float = 0.0
     eot: str = ""
+    p_finished: float | None = None
 
 
 class TurnStarted(Message, kw_only=True):

@@ -348,6 +348,7 @@ class CallRecognizer:
                     speech_end_ms=end.speech_end_ms,
                     decided_ts=decided_ts,
                     eot=end.eot,
+                    p_finished=round(end.verdict.probability, 3) if end.verdict else None,
                 ),
             )
             metrics.FINALS.inc()
