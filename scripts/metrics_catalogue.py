@@ -19,7 +19,13 @@ MODULES = {
     "api": "activecall.api.metrics",
 }
 PREFIXES = {
-    "every service": ("activecall_bus_", "activecall_redis_", "activecall_worker_", "activecall_sessions_"),
+    "every service": (
+        "activecall_bus_",
+        "activecall_redis_",
+        "activecall_worker_",
+        "activecall_sessions_",
+        "activecall_reaper_",
+    ),
     "sip-edge": ("activecall_sip_", "activecall_calls_"),
     "media": (
         "activecall_rtp_",

@@ -102,6 +102,13 @@ class Keys:
     def workers(self, role: str) -> str:
         return f"{self.prefix}workers:{role}"
 
+    def media_legs(self, worker_id: str) -> str:
+        """The set of the calls a media worker holds legs of, rewritten on its every heartbeat."""
+        return f"{self.prefix}media:{worker_id}:legs"
+
+    def reaper_lock(self) -> str:
+        return f"{self.prefix}reaper:lock"
+
     def port_blocks(self, host: str) -> str:
         return f"{self.prefix}ports:{host}"
 

@@ -89,6 +89,12 @@ class RedisSettings:
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0
     reply_timeout: float = 2.0
+    # The reaper (activecall.reaper): every reaper_interval one process ends the calls whose edge and
+    # media legs are all gone, once their record is reaper_min_age old; a record no edge ever took
+    # (an outbound call the api queued) only once it is reaper_unclaimed_age old.
+    reaper_interval: float = 10.0
+    reaper_min_age: float = 30.0
+    reaper_unclaimed_age: float = 3600.0
 
 
 @dataclass
@@ -112,6 +118,17 @@ class MediaSettings:
     speech_stop_ms: int = 200
     recording_path: str = "recordings"
     frames_per_message: int = 1
+    # Seconds a leg that reported media.timeout waits for the edge to close or update it before the
+    # worker closes it itself (also: after a call ended without its leg.close; docs/architecture.md).
+    orphan_grace: float = 5.0
+    # Seconds without a heartbeat after which the edge moves a media worker's calls to another worker
+    # (a re-INVITE with the new leg). The media workers beat at a third of it, at most every
+    # redis.heartbeat_interval, so a death is noticed within failover_after plus one edge poll.
+    failover_after: float = 1.5
+    # The moved call's re-INVITE offers a new SRTP key (RFC 4568 section 7.1.4). false keeps the first
+    # leg's key (sent from the new worker's own SSRC, RFC 4568 section 6.4.2) for peers that cannot
+    # re-key a running stream, such as baresip before 3.12.
+    failover_new_key: bool = True
 
 
 @dataclass
@@ -284,6 +301,12 @@ def _check_semantics(config: Config) -> list[str]:
         problems.append("handler.url: required when handler.type is 'webhook'")
     if handler.type == "playbook" and not handler.default:
         problems.append("handler.default: required when handler.type is 'playbook'")
+    if config.media.failover_after <= 0:
+        problems.append(f"media.failover_after: must be above 0, got {config.media.failover_after}")
+    if config.redis.reaper_interval <= 0:
+        problems.append(f"redis.reaper_interval: must be above 0, got {config.redis.reaper_interval}")
+    if config.media.orphan_grace < 0:
+        problems.append(f"media.orphan_grace: must be 0 or more, got {config.media.orphan_grace}")
     names = [r.name for r in config.sip_registrations]
     for dup in sorted({n for n in names if names.count(n) > 1}):
         problems.append(f"sip_registrations: the name {dup!r} is used twice")

@@ -90,6 +90,11 @@ class EndReason(enum.StrEnum):
     PLAYBOOK_ERROR = "playbook error"
     SHUTDOWN = "shutdown"
     API = "api"
+    # A media worker closed a leg nobody closed: no RTP for rtp_timeout and no edge answered, or the
+    # call had ended without its leg.close (call.error, from the media worker).
+    MEDIA_ORPHANED = "media orphaned"
+    # The reaper ended a call whose edge and media legs were all gone (docs/architecture.md).
+    REAPED = "reaped"
 
 
 class ConsumerGroup(enum.StrEnum):

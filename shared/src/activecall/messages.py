@@ -174,7 +174,8 @@ class CallAnswered(Message, kw_only=True):
 
 class CallEnded(Message, kw_only=True):
     """The call is over: ``reason`` (an :class:`~activecall.contract.EndReason` value or free text),
-    ``by`` whom (``remote``, ``local``, ``api``, ``llm``, ``media``, ``timeout``), the SIP ``status``."""
+    ``by`` whom (``remote``, ``local``, ``api``, ``llm``, ``media``, ``timeout``, ``reaper``), the SIP
+    ``status``."""
 
     TYPE = "call.ended"
     STREAMS = (Stream.EVENTS, Stream.PROBE_IN)
@@ -305,6 +306,19 @@ class MediaTimeout(Message, kw_only=True):
     idle_s: float = 0.0
 
 
+class MediaMoved(Message, kw_only=True):
+    """The edge moved the call's media to a leg on another worker (and re-INVITEd the caller with
+    it): ``reason`` is ``lost`` (the old worker's heartbeat stopped) or ``draining``. Commands for the
+    call's media go to ``to_worker`` from now on (the call record's ``media_worker`` says so too)."""
+
+    TYPE = "media.moved"
+    STREAMS = _EVENTS
+    from_worker: str
+    to_worker: str
+    leg_id: str
+    reason: str = ""
+
+
 class TransferRequested(Message, kw_only=True):
     TYPE = "transfer.requested"
     STREAMS = _EVENTS
@@ -396,12 +410,21 @@ _REPLY: Final = (Stream.REPLY,)
 
 
 class LegOpen(Message, kw_only=True):
+    """A leg for a call. ``takeover`` marks a leg replacing one whose worker was lost or drains: once
+    the leg is updated it picks up the call's agent audio where the caller stopped hearing the old
+    leg, at ``heard_until`` (wall time; 0: when the update arrives, the old leg playing until then).
+    ``crypto_key`` (base64 of key and salt) is the SRTP key the leg sends with, when it must keep
+    its predecessor's; empty: a fresh one."""
+
     TYPE = "leg.open"
     STREAMS = _MEDIA_CONTROL
     leg_id: str
     srtp: bool = False
     rtcp_mux: bool = False
     reply_to: str = ""
+    takeover: bool = False
+    heard_until: float = 0.0
+    crypto_key: str = ""
 
 
 class LegOpened(Message, kw_only=True):

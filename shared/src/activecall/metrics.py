@@ -57,3 +57,19 @@ SESSIONS_LOST = Counter(
     "activecall_sessions_lost_total", "Call sessions whose lease this worker lost", ["role"]
 )
 SESSIONS_ACTIVE = Gauge("activecall_sessions_active", "Call sessions held by this worker", ["role"])
+
+REAPER_SWEEPS = Counter(
+    "activecall_reaper_sweeps_total",
+    "Sweeps of calls:active run by this process (one process a reaper_interval takes the lock)",
+)
+REAPER_CALLS = Counter(
+    "activecall_reaper_calls_total",
+    "Calls the reaper ended (ended: edge and media legs gone) or only took out of calls:active"
+    " (unlisted: the record was gone or already final)",
+    ["action"],
+)
+REAPER_SESSIONS = Counter(
+    "activecall_reaper_sessions_removed_total",
+    "Session entries of reaped calls removed because no live worker held their lease",
+    ["role"],
+)

@@ -73,6 +73,11 @@ class BaseService:
         """The address peers use to reach this worker's work port (SIP, RTP, HTTP), if any."""
         return ""
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """Seconds between two beats in the worker registry."""
+        return self.runtime.config.redis.heartbeat_interval
+
     async def start(self) -> None:
         """Begin taking work. Return once running; keep background work in tasks."""
 
@@ -129,7 +134,7 @@ class Runtime:
             capacity=service.capacity,
         )
         self.heartbeat = Heartbeat(
-            self.bus.redis, self.bus.keys, info, lambda: service.load, self.config.redis.heartbeat_interval
+            self.bus.redis, self.bus.keys, info, lambda: service.load, service.heartbeat_interval
         )
         self.heartbeat.start()
         log.info(

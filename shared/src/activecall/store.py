@@ -18,6 +18,9 @@ from activecall.bus import Command, Keys, as_str
 from activecall.contract import CallState
 
 ENDED_RETENTION_S = 7 * 24 * 3600
+# The audio and say streams of an ended call serve nobody once its sessions stopped, and they are most
+# of its memory (up to audio_maxlen entries each): they go sooner than the record and its events.
+ENDED_AUDIO_RETENTION_S = 3600
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"}
 )
@@ -91,14 +94,21 @@ def create_commands(keys: Keys, record: CallRecord) -> list[Command]:
 
 
 def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallState.ENDED) -> list[Command]:
-    """End the record, take it out of ``calls:active`` and let its keys expire (run them in a
-    transaction: a reader must not see an ended record still active)."""
+    """End the record, take it out of ``calls:active`` and let its keys and streams expire (run them
+    in a transaction: a reader must not see an ended record still active). Every end runs these: the
+    edge's and the reaper's."""
     values = {"state": state, "end_reason": reason, "ended": str(time.time())}
-    expiring = (keys.call(call_id), *(keys.call_stream(call_id, n) for n in _SEPARATE_FIELDS))
+    kept = (
+        keys.call(call_id),
+        keys.events(call_id),
+        *(keys.call_stream(call_id, n) for n in sorted(_SEPARATE_FIELDS)),
+    )
+    audio = (keys.audio_in(call_id), keys.audio_out(call_id), keys.say(call_id))
     return [
         hset_command(keys.call(call_id), values),
         ("SREM", keys.calls_active(), call_id),
-        *(("EXPIRE", key, ENDED_RETENTION_S) for key in expiring),
+        *(("EXPIRE", key, ENDED_RETENTION_S) for key in kept),
+        *(("EXPIRE", key, ENDED_AUDIO_RETENTION_S) for key in audio),
     ]
 
 

@@ -105,6 +105,22 @@ class MediaResponder:
             self._task = None
         await self.heartbeat.stop()
 
+    async def crash(self) -> None:
+        """Stop the way a killed process does: no more answers, no more beats, and the registry entry
+        left behind with its last beat."""
+        self._running = False
+        for task in (self._task, self.heartbeat._task):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._task = self.heartbeat._task = None
+
+    async def drain(self) -> None:
+        """Say ``draining`` in the registry, as a worker sent SIGTERM does; the legs stay served."""
+        self.heartbeat.info.draining = True
+        await self.heartbeat.beat()
+
     async def wait_for(self, predicate: Callable[[], bool]) -> None:
         """Wait until ``predicate()`` holds, re-checking after every handled request (bound it with
         ``asyncio.timeout``)."""
@@ -149,7 +165,7 @@ class MediaResponder:
     def _open(self, message: LegOpen) -> LegOpened:
         port = self._next_port
         self._next_port = port + 2 if port + 2 < MAX_PORT else self._first_port
-        key = (
+        key = message.crypto_key or (
             base64.b64encode(secrets.token_bytes(SRTP_KEY_SALT_BYTES)).decode("ascii") if message.srtp else ""
         )
         self.legs[message.leg_id] = LegState(message.call_id, message.leg_id, port, message.srtp, key)

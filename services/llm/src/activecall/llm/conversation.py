@@ -54,6 +54,7 @@ from activecall.messages import (
     CallError,
     DtmfReceived,
     Hangup,
+    MediaMoved,
     PlaybackFinished,
     PlaybackPaused,
     PlaybackResumed,
@@ -352,6 +353,9 @@ class Conversation:
                 timer.mark("tts_first_audio", message.ts)
         elif isinstance(message, PlaybackStarted):
             await self._record_playback(message)
+        elif isinstance(message, MediaMoved):
+            # The new leg starts from the worker's defaults: the playbook's policy goes there again.
+            await self._send_barge_in_policy(message.to_worker)
         elif isinstance(message, CallEnded):
             self.finished = True
         self.cursor.done(entry.id)

@@ -9,6 +9,10 @@ end of the caller's speech to the answer's first packet, the RTCP reports, the R
 The worker drives the halves directly on its pacing ticks: ``sender.tick_tx`` first, then the
 receiver's due slots decoded for all legs at once and played (``play_slots``), then ``tick_slow`` a
 few times a second, then ``sender.prepare_tx``.
+
+A leg that reported ``media.timeout`` and was neither closed nor updated within ``[media]
+orphan_grace`` is an orphan (:meth:`Leg.orphaned`): its edge is gone, and the worker closes it
+(:mod:`activecall.media.orphans`).
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class Leg:
         self.barge_in_enabled = True
         self._paused_at = 0.0  # when caller speech paused the playing turn
         self.recorder: StereoRecorder | None = None
+        self.orphan_due: float | None = None  # set by an unanswered media.timeout
 
     # ------------------------------------------------------------------ what the halves hold
 
@@ -163,6 +168,7 @@ class Leg:
         self.ptime = self.barge_in.frame_ms = ptime  # the peer's packet size sets the caller's frame
         self.direction = msg.direction
         self.ready = True
+        self.orphan_due = None  # an edge answered
         self._start_halves()
 
     def _start_halves(self) -> None:
@@ -275,8 +281,15 @@ class Leg:
         idle = receiver.check_timeout(now)
         if idle is not None:
             self.sink.event(self.call_id, MediaTimeout(idle_s=round(idle, 3)))
+            self.orphan_due = now + self.settings.orphan_grace
+        elif not receiver.timed_out:
+            self.orphan_due = None  # the caller's media came back
         if self.reports.due(now):
             self.send_rtcp()
+
+    def orphaned(self, now: float) -> bool:
+        """It reported ``media.timeout`` and no edge closed or updated it within ``orphan_grace``."""
+        return self.orphan_due is not None and now >= self.orphan_due
 
     def send_rtcp(self, bye: bool = False) -> None:
         """A compound report (RFC 3550 section 6.1), through SRTCP when the leg uses SRTP."""

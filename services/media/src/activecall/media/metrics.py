@@ -10,7 +10,7 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterator
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.core import REGISTRY, CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
@@ -84,6 +84,12 @@ class MediaStats:
 STATS = MediaStats()
 
 LEGS_ACTIVE = Gauge("activecall_media_legs_active", "RTP legs held by this media worker")
+LEGS_ORPHANED = Counter(
+    "activecall_media_legs_orphaned",
+    "Legs this worker closed itself: media_timeout (no edge answered media.timeout within orphan_grace),"
+    " no_edge (no RTP and the call's edge gone), call_ended (the call ended without its leg.close)",
+    ["reason"],
+)
 TURN_LATENCY = Histogram(
     "activecall_turn_latency_seconds",
     "From the arrival of the caller's last speech (or key press) to the answer's first RTP packet",

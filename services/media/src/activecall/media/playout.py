@@ -13,6 +13,10 @@ conversation lets it go on; ``BargeIn`` and ``TurnCancelled`` when a turn is cut
 
 Two rules keep the agent from talking over the caller: while ``hold`` is set (the caller is
 speaking) no turn starts, and a paused turn sends silence until it is resumed or cut.
+
+A leg that takes a call over from another worker (:mod:`activecall.media.takeover`) closes the turns
+that were over there and carries on the one that was playing from where the caller left it; that
+turn's next frame is announced with ``PlaybackResumed``, not ``PlaybackStarted``.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ class Turn:
     played_samples: int = 0
     resampler: Resampler | None = None
     interruptible: bool = True
+    carried_over: bool = False  # started on another leg: its next frame here resumes it
 
     @property
     def available(self) -> int:
@@ -149,6 +154,9 @@ class Playout:
                         break
                     turn.started = True
                     self.emit(PlaybackStarted(turn_id=turn.turn_id))
+                elif turn.carried_over:
+                    turn.carried_over = False
+                    self.emit(PlaybackResumed(turn_id=turn.turn_id, played_ms=turn.played_ms))
                 self.marker = self._silent
                 self._silent = False
                 return turn.take()
@@ -159,6 +167,22 @@ class Playout:
         self._silent = True
         self.marker = False
         return None
+
+    def close_turns(self, turn_ids: list[str]) -> None:
+        """Turns that are over elsewhere: chunks of theirs that still come are dropped."""
+        for turn_id in turn_ids:
+            if turn_id not in self._turns:
+                self._remember(turn_id)
+
+    def carry_on(self, turn_id: str, played_ms: int) -> None:
+        """A turn another leg had played ``played_ms`` of goes on from there (as far as its audio goes)."""
+        turn = self._turns.get(turn_id)
+        if turn is None or turn.started:
+            return
+        samples = min(played_ms * SAMPLE_RATE // 1000, len(turn.pcm) // 2)
+        turn.position = 2 * samples
+        turn.played_samples = samples
+        turn.started = turn.carried_over = True
 
     def cancel(self, turn_id: str, reason: str) -> bool:
         """Drop a turn (playing or queued) and every chunk still to come for it."""

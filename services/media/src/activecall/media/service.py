@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from activecall.media.worker import MediaWorker
+from activecall.reaper import Reaper
 from activecall.service import BaseService, Runtime, settle_collector
 
 
 class MediaService(BaseService):
-    """Heartbeat load = legs held, capacity = ``media.capacity``, address = the RTP address."""
+    """Heartbeat load = legs held, capacity = ``media.capacity``, address = the RTP address; it runs
+    the reaper (:mod:`activecall.reaper`) too."""
 
     role = "media"
 
     def __init__(self, runtime: Runtime) -> None:
         super().__init__(runtime)
         self.worker = MediaWorker(runtime.bus, runtime.config, runtime.worker_id)
+        self.reaper = Reaper(runtime.bus, runtime.worker_id)
 
     @property
     def load(self) -> int:
@@ -27,12 +30,21 @@ class MediaService(BaseService):
     def address(self) -> str:
         return self.worker.address
 
+    @property
+    def heartbeat_interval(self) -> float:
+        """A third of ``media.failover_after``: the edges move this worker's calls after that long
+        without a beat, and one late beat must not be taken for a death."""
+        config = self.runtime.config
+        return min(config.redis.heartbeat_interval, config.media.failover_after / 3)
+
     async def start(self) -> None:
         await self.worker.start()
+        self.reaper.start()
         settle_collector()
 
     async def drain(self) -> None:
         await self.worker.drain()
 
     async def stop(self) -> None:
+        await self.reaper.stop()
         await self.worker.stop()

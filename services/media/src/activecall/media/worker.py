@@ -4,6 +4,11 @@ One reader follows ``media:{worker}:control`` together with the ``audio:out`` st
 it holds, in a single blocking XREAD: a control entry wakes it at once (a leg opens in well under a
 millisecond on loopback), and each new leg's ``audio:out`` joins the next read. Control entries of
 a read are handled before its audio, so a stop overtakes the chunks it stops.
+
+A leg opened with ``takeover`` replaces one on a worker that was lost or drains: at its first update
+it picks up the call's audio where the caller left it (:mod:`activecall.media.takeover`) and only
+then joins ``audio:out``. Draining (SIGTERM) refuses new legs and waits until the edges have moved
+the calls away (they see ``draining`` in this worker's heartbeat) or the drain timeout ends it.
 """
 
 from __future__ import annotations
@@ -22,13 +27,16 @@ import numpy as np
 
 from activecall.bus import REDIS_DOWN, Backoff, Bus, Entry, as_str
 from activecall.config import Config
+from activecall.contract import EndReason
 from activecall.media.leg import Leg, LegError
-from activecall.media.metrics import LEGS_ACTIVE, STATS
+from activecall.media.metrics import LEGS_ACTIVE, LEGS_ORPHANED, STATS
+from activecall.media.orphans import MEDIA_TIMEOUT, LegWatch
 from activecall.media.ports import PortError, PortLease, PortPool, blocks_of
 from activecall.media.publisher import BusWriter
 from activecall.media.receiver import LegReceiver, RtpProtocol, Slot, decode_slots
 from activecall.media.scheduler import Pacer
-from activecall.media.srtp import format_sdes_inline
+from activecall.media.srtp import SrtpKeyError, format_sdes_inline, parse_sdes_inline
+from activecall.media.takeover import ShiftedSink, pick_up, restore
 from activecall.media.vad import Vad, WebRtcVad
 from activecall.messages import (
     Ack,
@@ -97,6 +105,8 @@ class MediaWorker:
         self.by_call: dict[str, Leg] = {}
         self.audio_cursor: dict[str, str] = {}  # audio:out stream -> last entry id handled
         self._stream_call: dict[str, str] = {}  # audio:out stream -> call id
+        # Takeover legs not updated yet: until when the caller heard the old leg, and their sink.
+        self._takeovers: dict[str, tuple[float, ShiftedSink]] = {}
         self.control_key = bus.keys.media_control(worker_id)
         self.control_id = "0-0"
         self.draining = False
@@ -104,6 +114,7 @@ class MediaWorker:
         self._stopping = False
         self._ticks = 0
         self._tasks: list[asyncio.Task[None]] = []
+        self.watch = LegWatch(bus, config, worker_id)
 
     @property
     def load(self) -> int:
@@ -122,11 +133,14 @@ class MediaWorker:
         self._tasks = [
             asyncio.create_task(self._read_loop(), name="media-reader"),
             asyncio.create_task(self._renew_loop(), name="media-port-lease"),
+            asyncio.create_task(self._orphan_loop(), name="media-orphans"),
         ]
         log.info("media worker started", extra={"address": self.address, "blocks": len(self.lease.held)})
 
     async def drain(self) -> None:
         self.draining = True
+        if self.legs:
+            log.info("draining: waiting for the edges to move the calls", extra={"legs": len(self.legs)})
         while self.legs:
             self._idle.clear()
             await self._idle.wait()
@@ -147,6 +161,7 @@ class MediaWorker:
         await self.writer.close()
         try:
             await self.lease.release()
+            await self.watch.forget()
         except REDIS_DOWN:
             pass
 
@@ -212,13 +227,18 @@ class MediaWorker:
             except Exception:
                 log.exception("receive tick failed", extra={"leg": leg.leg_id})
 
-    @staticmethod
-    def _tick_slow(legs: Iterable[Leg], now: float) -> None:
+    def _tick_slow(self, legs: Iterable[Leg], now: float) -> None:
+        orphans: list[Leg] = []
         for leg in legs:
             try:
                 leg.tick_slow(now)
             except Exception:
                 log.exception("housekeeping tick failed", extra={"leg": leg.leg_id})
+            if leg.orphaned(now):
+                orphans.append(leg)
+        for leg in orphans:
+            grace = self.settings.orphan_grace
+            self._close_orphan(leg, MEDIA_TIMEOUT, f"media.timeout unanswered by any edge for {grace:g} s")
 
     # ------------------------------------------------------------------ the bus reader
 
@@ -293,9 +313,14 @@ class MediaWorker:
         if len(self.legs) >= self.capacity:
             return self._refusal(msg, "at capacity")
         try:
+            kept_key = parse_sdes_inline(msg.crypto_key) if msg.srtp and msg.crypto_key else b""
+        except SrtpKeyError as exc:
+            return self._refusal(msg, str(exc))
+        try:
             bound = self.pool.bind_now(msg.rtcp_mux) or await self.pool.bind(msg.rtcp_mux)
         except PortError as exc:
             return self._refusal(msg, str(exc))
+        shifted = ShiftedSink(self.writer) if msg.takeover else None
         leg = Leg(
             call_id=msg.call_id,
             leg_id=msg.leg_id,
@@ -303,11 +328,13 @@ class MediaWorker:
             srtp=msg.srtp,
             rtcp_mux=msg.rtcp_mux,
             settings=self.settings,
-            sink=self.writer,
+            sink=shifted or self.writer,
             vad=self.vad_factory(),
             cname=f"{self.worker_id}/{msg.leg_id}",
             speech_stop_ms=self.settings.speech_stop_ms,
         )
+        if kept_key:
+            leg.local_key = kept_key  # the predecessor's key, for a peer that cannot re-key
         loop = asyncio.get_running_loop()
         run_if_due = self.pacer.run_if_due
         rtp, _ = await loop.create_datagram_endpoint(
@@ -322,11 +349,16 @@ class MediaWorker:
         self.legs[leg.leg_id] = leg
         self.by_call[leg.call_id] = leg
         LEGS_ACTIVE.set(len(self.legs))
-        # Follow audio:out from its current end: on a failover leg, what the old worker played is past.
         stream = self.bus.keys.audio_out(leg.call_id)
         self._stream_call[stream] = leg.call_id
-        self.audio_cursor.setdefault(stream, await self._last_id(stream))
-        log.info("leg opened", extra={"call_id": leg.call_id, "leg": leg.leg_id, "port": leg.port})
+        if shifted is not None:
+            self._takeovers[leg.leg_id] = (msg.heard_until, shifted)  # audio:out joins at the update
+        else:
+            self.audio_cursor.setdefault(stream, await self._last_id(stream))
+        log.info(
+            "leg opened",
+            extra={"call_id": leg.call_id, "leg": leg.leg_id, "port": leg.port, "takeover": msg.takeover},
+        )
         return self._opened(leg)
 
     def _opened(self, leg: Leg) -> LegOpened:
@@ -350,17 +382,55 @@ class MediaWorker:
         leg = self.legs.get(msg.leg_id)
         if leg is None:
             return Ack(call_id=msg.call_id, ok=False, error="unknown leg")
+        takeover = self._takeovers.get(msg.leg_id)
         try:
             msg.remote_address = await _resolve(msg.remote_address)
-            leg.update(msg)
+            if takeover is None:
+                leg.update(msg)
+            else:
+                await self._take_over(leg, msg, *takeover)
         except (LegError, OSError) as exc:
             return Ack(call_id=msg.call_id, ok=False, error=str(exc))
         return Ack(call_id=msg.call_id)
+
+    async def _take_over(self, leg: Leg, msg: LegUpdate, heard_until: float, sink: ShiftedSink) -> None:
+        """The first update of a takeover leg: read where the call stood, start the leg on the same
+        media clock, fill its playout, then follow ``audio:out`` from what was read."""
+        pickup = await pick_up(self.bus, leg.call_id, heard_until)
+        sink.ms, sink.seq = pickup.clock_ms, pickup.clock_seq
+        leg.update(msg)
+        del self._takeovers[leg.leg_id]
+        if leg.closed:
+            return
+        restore(leg.playout, pickup)
+        self.audio_cursor[self.bus.keys.audio_out(leg.call_id)] = pickup.audio_cursor
+        log.info(
+            "leg took the call over",
+            extra={
+                "call_id": leg.call_id,
+                "leg": leg.leg_id,
+                "turns": sorted(pickup.played_ms) or sorted({c.turn_id for c in pickup.chunks}),
+                "played_ms": pickup.played_ms,
+            },
+        )
+
+    def _close_orphan(self, leg: Leg, reason: str, detail: str) -> None:
+        """Close a leg no edge will close, and say so on its call's events."""
+        if self.legs.get(leg.leg_id) is not leg:
+            return
+        leg.report_error(f"{EndReason.MEDIA_ORPHANED}: leg {leg.leg_id} closed, {detail}")
+        self._close_leg(leg.leg_id)
+        LEGS_ORPHANED.labels(reason).inc()
+        log.warning(
+            "orphaned leg closed",
+            extra={"call_id": leg.call_id, "leg": leg.leg_id, "reason": reason, "detail": detail},
+        )
 
     def _close_leg(self, leg_id: str) -> None:
         leg = self.legs.pop(leg_id, None)
         if leg is None:
             return
+        self._takeovers.pop(leg_id, None)
         leg.close()
         self.pool.release(leg.ports)
         self.writer.forget(leg.call_id)
@@ -436,11 +506,27 @@ class MediaWorker:
             try:
                 for block in await self.lease.renew():
                     self.pool.drop_block(block)
+                await self.watch.publish({leg.call_id for leg in self.legs.values()})
                 backoff.reset()
                 await asyncio.sleep(interval)
             except REDIS_DOWN as exc:
                 log.warning("port lease renewal failed", extra={"error": str(exc)})
                 await asyncio.sleep(backoff.next_delay())
+
+    async def _orphan_loop(self) -> None:
+        """Every few seconds: close the legs whose call ended or whose edge is gone (orphans.py)."""
+        backoff = Backoff()
+        while not self._stopping:
+            await asyncio.sleep(self.watch.period)
+            try:
+                found = await self.watch.orphans(list(self.legs.values()), time.monotonic())
+            except REDIS_DOWN as exc:
+                log.warning("orphaned legs check failed", extra={"error": str(exc)})
+                await asyncio.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            for leg, reason, detail in found:
+                self._close_orphan(leg, reason, detail)
 
 
 async def _resolve(address: str) -> str:

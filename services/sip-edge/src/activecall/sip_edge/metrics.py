@@ -63,6 +63,11 @@ LEG_REQUEST = Histogram(
     ["type"],
     buckets=LATENCY_BUCKETS,
 )
+MEDIA_MOVES = Counter(
+    "activecall_sip_media_moves_total",
+    "Calls moved to a leg on another media worker (reason: lost, draining) and how that went",
+    ["reason", "result"],
+)
 HANDLER_DECISIONS = Counter(
     "activecall_sip_handler_decisions_total", "Inbound handler outcomes", ["handler", "outcome"]
 )

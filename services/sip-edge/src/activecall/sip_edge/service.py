@@ -2,7 +2,8 @@
 
 Listeners come from the config: ``udp_port``, ``tcp_port`` and ``tls_port`` on ``addr`` (0 turns one
 off); ``external_ip`` is the address written in Via, Contact and SDP. Load is the number of calls
-held; capacity is :data:`~activecall.sip_edge.app.edge.MAX_CALLS`.
+held; capacity is :data:`~activecall.sip_edge.app.edge.MAX_CALLS`. The process runs the reaper
+(:mod:`activecall.reaper`) too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import redis.asyncio as aioredis
 from activecall.bus import Bus, connect_redis
 from activecall.config import RedisSettings
 from activecall.contract import Role
+from activecall.reaper import Reaper
 from activecall.service import BaseService, Runtime, settle_collector
 from activecall.sip_edge.app.edge import Edge, EdgeOptions
 from activecall.sip_edge.sip.transaction.timers import BaseIntervals
@@ -80,6 +82,7 @@ class SipEdgeService(BaseService):
             options=options,
         )
         self.listening: dict[Transport, tuple[str, int]] = {}
+        self.reaper = Reaper(runtime.bus, runtime.worker_id)
 
     @property
     def load(self) -> int:
@@ -114,12 +117,14 @@ class SipEdgeService(BaseService):
             )
             self.listening[transport] = await self.transport.listen(transport, config.addr, port, tls)
         await self.edge.start()
+        self.reaper.start()
         settle_collector()
 
     async def drain(self) -> None:
         await self.edge.drain()
 
     async def stop(self) -> None:
+        await self.reaper.stop()
         await self.edge.stop()
         await self.transport.close()
         with contextlib.suppress(Exception):

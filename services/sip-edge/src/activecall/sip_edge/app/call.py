@@ -4,7 +4,9 @@ Every state change is written to the call record and announced on ``call:{id}:ev
 (:class:`CallStateChanged`); answering adds :class:`CallAnswered` and the three
 :class:`SessionStart` entries; the end closes the leg, finishes the record and emits
 :class:`CallEnded`. Ending is idempotent, whoever triggers it (BYE either way, a command, a media
-timeout, a failed setup). A call knows its edge only through a :class:`CallContext`.
+timeout, a failed setup). A call whose media worker is lost or drains moves to a new leg on another
+worker with a re-INVITE (:meth:`Call.move_media`). A call knows its edge only through a
+:class:`CallContext`.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from activecall.bus import Bus, Command, as_str, xadd_command
+from activecall.bus import REDIS_DOWN, Bus, BusTimeout, Command, as_str, xadd_command
 from activecall.contract import SESSION_ROLES, CallState, Direction, Role
 from activecall.messages import (
     CallAnswered,
@@ -24,13 +26,15 @@ from activecall.messages import (
     CallError,
     CallStateChanged,
     DtmfReceived,
+    MediaMoved,
     Message,
     SessionStart,
     TransferRequested,
 )
 from activecall.metrics import BUS_PUBLISHED
 from activecall.sip_edge import metrics
-from activecall.sip_edge.app.legs import Leg, LegClient, LegError
+from activecall.sip_edge.app.legs import Leg, LegClient, LegError, media_address
+from activecall.sip_edge.app.reoffer import media_reoffer, moved_answer
 from activecall.sip_edge.sip.dialog.session import InviteSession, SessionListener
 from activecall.sip_edge.sip.syntax.message import SipRequest
 from activecall.sip_edge.sip.syntax.sdp import (
@@ -56,6 +60,9 @@ log = logging.getLogger("activecall.sip_edge.app.call")
 
 SAMPLE_RATE = 8000
 STATUS_ACCEPTED = 202
+# Why a call's media moves: its worker stopped beating, or it drains and asks for its calls to go.
+MOVE_LOST = "lost"
+MOVE_DRAINING = "draining"
 
 
 class SetupFailed(Exception):
@@ -136,6 +143,8 @@ class Call(SessionListener):
         self.transfer_target = ""
         self._ending = False
         self.started = time.monotonic()
+        self.legs_opened = 0
+        self.moving_to: Leg | None = None  # the new leg while the media moves
 
     def __repr__(self) -> str:
         return f"<Call {self.call_id} {self.direction} {self.state}>"
@@ -249,9 +258,10 @@ class Call(SessionListener):
             previous, self.state = self.state, state
             # The record is ended before CallEnded is out, all in one round trip.
             commands = transaction(finish_commands(keys, self.call_id, reason, state.value))
-            if self.leg is not None:
-                stream, close = self.context.legs.close_command(self.call_id, self.leg)
-                commands.append(self._xadd(stream, close))
+            for leg in (self.leg, self.moving_to):
+                if leg is not None:
+                    stream, close = self.context.legs.close_command(self.call_id, leg)
+                    commands.append(self._xadd(stream, close))
             change = CallStateChanged(call_id=self.call_id, state=state, previous=previous, reason=reason)
             ended = CallEnded(call_id=self.call_id, reason=reason, by=by, status=status)
             commands += [
@@ -326,6 +336,110 @@ class Call(SessionListener):
             self.context.spawn(self.finish("transferred", "transfer"), f"finish-{self.call_id}")
         else:
             self.context.spawn(self._transfer_failed(f"the transfer target answered {status}"))
+
+    # ---------------------------------------------------------------- moving the media
+
+    async def move_media(
+        self, reason: str, heard_until: float, external_ip: str, new_key: bool = True
+    ) -> bool:
+        """Move the call's audio to a new leg on another worker and re-INVITE the peer with it.
+
+        The new leg takes over the call's agent audio from ``heard_until`` (see LegOpen) and sends
+        with a key of its own, or with the old leg's unless ``new_key``; the offer
+        is our last description with the audio moved (:func:`media_reoffer`), sent once no INVITE
+        transaction is open and again after a 491 (RFC 3261 section 14.1). True when the call goes on
+        on the new leg: the record's ``media_worker`` names the new worker, ``media.moved`` says so,
+        and the old leg is closed. Otherwise a call whose worker is lost ends with BYE and a reason
+        saying what failed; a draining worker's call stays where it is (the drain timeout is the last
+        resort) unless the peer already took the new media, which leaves only BYE.
+        """
+        old, session, answer = self.leg, self.session, self.answer
+        if old is None or session is None or answer is None or not self.answered or self._ending:
+            return False
+        if self.moving_to is not None:
+            return False
+        self.legs_opened = max(self.legs_opened, 1) + 1
+        legs = self.context.legs
+        try:
+            new = self.moving_to = await legs.open(
+                self.call_id,
+                f"{self.call_id}.{self.legs_opened}",
+                answer.srtp,
+                exclude=(old.worker,),
+                takeover=True,
+                heard_until=heard_until if reason == MOVE_LOST else 0.0,
+                crypto_key="" if new_key else old.crypto_key,
+            )
+        except (LegError, BusTimeout, *REDIS_DOWN) as exc:
+            return self._move_failed(reason, f"no media worker took the call ({exc})", peer_moved=False)
+        address = media_address(new, external_ip)
+        offer = media_reoffer(SessionDescription.parse(session.local_sdp), answer, new, address)
+        response = await session.reoffer(bytes(offer))
+        if response is None or self._ending:
+            return self._move_failed(reason, "", peer_moved=False)
+        if not 200 <= response.status < 300:
+            # RFC 3261 section 12.2.1.2: a 481 or 408 to a request within a dialog ends the dialog.
+            gone = response.status in (408, 481)
+            error = f"re-INVITE answered {response.status} {response.reason}".strip()
+            return self._move_failed(reason, error, peer_moved=gone)
+        try:
+            outcome = process_answer(offer, SessionDescription.parse(response.body))
+            await legs.update(self.call_id, new, outcome)
+        except (SdpError, LegError, BusTimeout, *REDIS_DOWN) as exc:
+            return self._move_failed(
+                reason, f"the answer to the re-INVITE is unusable ({exc})", peer_moved=True
+            )
+        if self._ending:
+            return False
+        self.leg, self.moving_to = new, None
+        self.answer = moved_answer(outcome, answer, offer, new, address)
+        await self._announce_move(old, new, reason)
+        metrics.child(metrics.MEDIA_MOVES, reason, "moved").inc()
+        log.info(
+            "media moved",
+            extra={"call_id": self.call_id, "from": old.worker, "to": new.worker, "reason": reason},
+        )
+        return True
+
+    async def _announce_move(self, old: Leg, new: Leg, reason: str) -> None:
+        """The record names the new worker before ``media.moved`` is out (the llm sends its commands
+        where the record says), and the old leg is closed; one round trip."""
+        keys = self.context.bus.keys
+        stream, close = self.context.legs.close_command(self.call_id, old)
+        moved = MediaMoved(
+            call_id=self.call_id,
+            from_worker=old.worker,
+            to_worker=new.worker,
+            leg_id=new.leg_id,
+            reason=reason,
+        )
+        commands = [
+            hset_command(keys.call(self.call_id), {"media_worker": new.worker}),
+            self._xadd(keys.events(self.call_id), moved),
+            self._xadd(stream, close),
+        ]
+        try:
+            await self.context.bus.execute(commands)
+        except REDIS_DOWN as exc:
+            log.warning("could not announce a media move", extra={"call_id": self.call_id, "error": str(exc)})
+
+    def _move_failed(self, reason: str, error: str, *, peer_moved: bool) -> bool:
+        """Close the new leg; end the call unless its old leg still carries the media."""
+        new, self.moving_to = self.moving_to, None
+        if new is not None:
+            stream, close = self.context.legs.close_command(self.call_id, new)
+            self.context.spawn(self.context.bus.publish(stream, close), f"close-leg-{self.call_id}")
+        if self._ending or not error:
+            return False
+        keep_old = reason == MOVE_DRAINING and not peer_moved
+        metrics.child(metrics.MEDIA_MOVES, reason, "kept" if keep_old else "ended").inc()
+        log.warning(
+            "media move failed",
+            extra={"call_id": self.call_id, "reason": reason, "error": error, "kept": keep_old},
+        )
+        if not keep_old:
+            self.hangup(f"media worker {reason}: {error}", "media")
+        return False
 
     # ---------------------------------------------------------------- transfer
 

@@ -3,7 +3,9 @@
 Inbound calls come from the user agent (:mod:`activecall.sip_edge.app.inbound`); outbound ones from
 ``edge:originate``, read in the consumer group ``sip-edge`` (:mod:`activecall.sip_edge.app.outbound`).
 ``edge:{id}:control`` carries Hangup and Transfer; a ``media.timeout`` event on a call's stream
-hangs it up. Draining refuses new INVITEs with 503 and stops taking originates.
+hangs it up; the calls of a media worker that is lost or drains move to another one
+(:mod:`activecall.sip_edge.app.failover`). Draining refuses new INVITEs with 503 and stops taking
+originates.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from activecall.contract import ConsumerGroup, EndReason
 from activecall.messages import Hangup, MediaTimeout, Originate, Transfer
 from activecall.sip_edge.app.admission import Acl, MediaPool
 from activecall.sip_edge.app.calls import Calls
+from activecall.sip_edge.app.failover import POLL_S, MediaFailover
 from activecall.sip_edge.app.handler import WebhookHandler, make_handler
 from activecall.sip_edge.app.inbound import Inbound, InboundContext
 from activecall.sip_edge.app.legs import LegClient
@@ -46,6 +49,7 @@ class EdgeOptions:
     control_block_ms: int = 1000
     events_poll_s: float = 1.0
     shutdown_bye_timeout: float = 2.0
+    media_poll_s: float = POLL_S
 
 
 class Edge:
@@ -92,6 +96,18 @@ class Edge:
         self.outbound = Outbound(
             OutboundContext(config, self.calls, self.legs, self.ua, self.admit, self.spawn)
         )
+        self.failover = MediaFailover(
+            bus.redis,
+            bus.keys,
+            self.calls,
+            self.legs,
+            self.spawn,
+            failover_after=config.media.failover_after,
+            registry_ttl=config.redis.heartbeat_ttl,
+            external_ip=config.external_ip,
+            new_key=config.media.failover_new_key,
+            poll_s=self.options.media_poll_s,
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._originate: asyncio.Task[None] | None = None
@@ -115,6 +131,7 @@ class Edge:
         self._loops = [
             asyncio.create_task(self._control_loop(), name="edge-control"),
             asyncio.create_task(self._events_loop(), name="edge-events"),
+            asyncio.create_task(self.failover.run(), name="edge-media-failover"),
         ]
         self._originate = asyncio.create_task(self._originate_loop(), name="edge-originate")
         for registration in self.registrations:
@@ -130,6 +147,7 @@ class Edge:
     async def stop(self) -> None:
         self.draining = True
         self._running = False
+        self.failover.running = False
         await self._stop_task(self._originate)
         for task in self._loops:
             await self._stop_task(task)

@@ -1,9 +1,10 @@
 """Media legs on the media workers: open, update and close over ``media:{worker}:control``.
 
 A leg is opened on the least-loaded live worker (another one is tried once if the first fails or
-does not answer); the worker replies with its RTP address, port and, for SRTP, its SDES key (base64
-of the 30-byte master key and salt, as in ``a=crypto inline:``). After offer/answer the leg learns
-the peer's address, codec, telephone-event type, direction and key.
+does not answer; workers the edge found lost are never picked); the worker replies with its RTP
+address, port and, for SRTP, its SDES key (base64 of the 30-byte master key and salt, as in
+``a=crypto inline:``). After offer/answer the leg learns the peer's address, codec, telephone-event
+type, direction and key.
 
 Each request is an XADD and a blocking BLPOP for its reply, so it runs on a connection of its own
 (``Bus.execute_alone``).
@@ -65,6 +66,8 @@ class LegClient:
         self.bus = bus
         self.pool = pool
         self.timeout = timeout
+        # Workers whose heartbeat stopped: the registry still calls them live for a while.
+        self.lost: set[str] = set()
 
     async def _request(self, worker: str, message: Message) -> Message:
         """The bus's request/reply, with the XADD and the blocking BLPOP sent in one write: Redis runs
@@ -86,15 +89,34 @@ class LegClient:
             raise BusTimeout(f"no reply to {message.TYPE} from {worker} within {wait:.1f} s")
         return decode(popped[1])
 
-    async def open(self, call_id: str, leg_id: str, srtp: bool) -> Leg:
+    async def open(
+        self,
+        call_id: str,
+        leg_id: str,
+        srtp: bool,
+        *,
+        exclude: tuple[str, ...] = (),
+        takeover: bool = False,
+        heard_until: float = 0.0,
+        crypto_key: str = "",
+    ) -> Leg:
+        """A leg on the best worker not in ``exclude``; the other arguments as in LegOpen."""
         tried: list[str] = []
         for _ in range(OPEN_ATTEMPTS):
-            worker = await self.pool.pick(exclude=tried)
+            worker = await self.pool.pick(exclude=[*tried, *exclude, *self.lost])
             if worker is None:
                 break
             tried.append(worker.id)
+            request = LegOpen(
+                call_id=call_id,
+                leg_id=leg_id,
+                srtp=srtp,
+                takeover=takeover,
+                heard_until=heard_until,
+                crypto_key=crypto_key,
+            )
             try:
-                reply = await self._request(worker.id, LegOpen(call_id=call_id, leg_id=leg_id, srtp=srtp))
+                reply = await self._request(worker.id, request)
             except (BusTimeout, *REDIS_DOWN) as exc:
                 log.warning(
                     "leg open failed", extra={"call_id": call_id, "worker": worker.id, "error": str(exc)}

@@ -2,9 +2,10 @@
 
 In: BYE, re-INVITE and UPDATE (offer/answer through the listener, 491/500 on glare), OPTIONS (200 with
 Allow/Accept), INFO carrying DTMF, NOTIFY (answered 200; REFER progress reported), REFER (the listener
-decides). Out: BYE, re-INVITE, UPDATE, REFER, any request; 2xx ACKs and their retransmissions. The UAS
-retransmits its 2xx until the ACK (RFC 3261 section 13.3.1.4) and ends a session whose ACK never comes.
-Session timers (RFC 4028) run when the peer asked for them.
+decides). Out: BYE, re-INVITE (a new offer waits for the INVITE transactions in progress and is sent
+again after a 491), UPDATE, REFER, any request; 2xx ACKs and their retransmissions. The UAS retransmits
+its 2xx until the ACK (RFC 3261 section 13.3.1.4) and ends a session whose ACK never comes. Session
+timers (RFC 4028) run when the peer asked for them.
 
 A session knows its user agent only as a :class:`SessionSender` and tells it of its end through
 ``on_close``; once ended it lets go of its listener, so nothing of the application outlives it here.
@@ -59,6 +60,10 @@ log = logging.getLogger("activecall.sip_edge.sip.dialog.session")
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
 # RFC 3261 section 14.2: a UAS receiving a re-INVITE while its own is pending waits 0-10 s.
 RETRY_AFTER_MAX = 10
+# RFC 3261 section 14.1: after a 491 the owner of the Call-ID waits 2.1-4 s, the other side 0-2 s.
+GLARE_WAIT_OWNER = (2.1, 4.0)
+GLARE_WAIT_OTHER = (0.0, 2.0)
+REOFFER_ATTEMPTS = 3
 DEFAULT_DTMF_MS = 160
 
 HeaderItems = Iterable[tuple[str, str]]
@@ -211,14 +216,27 @@ class InviteSession:
         self._retransmitter: _Retransmitter | None = None
         self._answer_in_ack = False
         self._local_invite_pending = False
-        self._remote_invite_pending = False
+        self._peer_invite_idle = asyncio.Event()  # no re-INVITE of the peer in progress
+        self._peer_invite_idle.set()
         self._last_ack: tuple[SipRequest, Destination] | None = None
+        self._invite_lock = asyncio.Lock()  # one INVITE transaction of ours at a time
         self._tasks: set[asyncio.Task[Any]] = set()
         if dialog.is_uac:
             self.acked.set()
 
     def __repr__(self) -> str:
         return f"<InviteSession {self.dialog.call_id} {'uac' if self.dialog.is_uac else 'uas'}>"
+
+    @property
+    def _remote_invite_pending(self) -> bool:
+        return not self._peer_invite_idle.is_set()
+
+    @_remote_invite_pending.setter
+    def _remote_invite_pending(self, pending: bool) -> None:
+        if pending:
+            self._peer_invite_idle.clear()
+        else:
+            self._peer_invite_idle.set()
 
     @property
     def call_id(self) -> str:
@@ -242,6 +260,7 @@ class InviteSession:
         self.end_reason = reason
         self.terminated.set()
         self.acked.set()
+        self._peer_invite_idle.set()
         self._cancel_timer()
         if self._retransmitter is not None:
             self._retransmitter.stop()
@@ -344,18 +363,51 @@ class InviteSession:
 
     async def reinvite(self, body: bytes, headers: HeaderItems = ()) -> SipResponse:
         """A re-INVITE offering ``body``; a 2xx is ACKed and its answer kept (RFC 3261 section 14.1)."""
-        self._local_invite_pending = True
-        try:
-            extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
-            response, sent = await self._request("INVITE", extra, body, CONTENT_SDP)
-            if 200 <= response.status < 300:
-                self.dialog.refresh_target(response)
-                await self.send_ack(sent)
-                self.local_sdp = body
-                self.remote_sdp = response.body or self.remote_sdp
-            return response
-        finally:
-            self._local_invite_pending = False
+        async with self._invite_lock:
+            self._local_invite_pending = True
+            try:
+                extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
+                response, sent = await self._request("INVITE", extra, body, CONTENT_SDP)
+                if 200 <= response.status < 300:
+                    self.dialog.refresh_target(response)
+                    await self.send_ack(sent)
+                    self.local_sdp = body
+                    self.remote_sdp = response.body or self.remote_sdp
+                return response
+            finally:
+                self._local_invite_pending = False
+
+    async def reoffer(self, body: bytes, attempts: int = REOFFER_ATTEMPTS) -> SipResponse | None:
+        """Offer new media in a re-INVITE (RFC 3261 section 14.1), None if the session ended first.
+
+        A UAC must not start an INVITE transaction while another is in progress in either direction, so
+        this waits for the ACK of any 2xx we sent and for a re-INVITE of the peer to finish. A 491 (both
+        sides offered at once) is tried again after the section's random wait: 2.1-4 s when we placed
+        the call (we own the Call-ID), else 0-2 s; at most ``attempts`` sends in all. The last final
+        response is returned: a 2xx is ACKed and its answer kept in ``remote_sdp``; after any other
+        the session's media is unchanged (a 481 or 408 means the dialog is gone).
+        """
+        response: SipResponse | None = None
+        for attempt in range(attempts):
+            if attempt:
+                low, high = GLARE_WAIT_OWNER if self.dialog.is_uac else GLARE_WAIT_OTHER
+                await asyncio.sleep(random.uniform(low, high))
+            await self._invite_idle()
+            if self.terminated.is_set():
+                return None
+            response = await self.reinvite(body)
+            if response.status != 491:
+                return response
+        return response
+
+    async def _invite_idle(self) -> None:
+        """Return once no INVITE transaction of the peer is open (its ACK came, or it failed), at most
+        64*T1 later: a peer that never ACKs is ended by the 2xx retransmitter anyway."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(64 * self.sender.intervals.t1):
+                while not (self.acked.is_set() and self._peer_invite_idle.is_set()):
+                    await self.acked.wait()
+                    await self._peer_invite_idle.wait()
 
     async def refer(self, target: str) -> SipResponse:
         """Ask the peer to call ``target`` (RFC 3515); progress comes as NOTIFYs to the listener."""

@@ -1,0 +1,202 @@
+"""Calls outlive their media worker: the edge watches ``workers:media`` and moves the calls away.
+
+Every ``poll_s`` the edge reads the registry (one HGETALL of a hash with a field per media worker). A
+worker is lost when its beat has not changed for ``media.failover_after`` seconds of the edge's own
+clock, so the clocks of other hosts do not matter, or when its entry is gone (it stopped, or was
+pruned). A worker whose beat says ``draining`` asks for its calls to be moved. Each answered call on
+such a worker gets :meth:`Call.move_media`: a new leg on a live worker and a re-INVITE.
+
+RFC 3261 section 14 asks that re-INVITEs sent automatically on a media failure come after a
+randomized interval: each move waits up to ``MOVE_SPREAD_S`` first, and at most ``MOVES_AT_ONCE``
+run at a time, so a worker's calls do not all re-INVITE in the same instant.
+
+After the registry could not be read, every worker gets a fresh ``failover_after`` before it counts
+as lost: it was the beats that stopped reaching Redis, not necessarily the workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+import redis.asyncio as aioredis
+
+from activecall.bus import REDIS_DOWN, Keys
+from activecall.contract import Role
+from activecall.registry import WorkerInfo, list_workers
+from activecall.sip_edge.app.call import MOVE_DRAINING, MOVE_LOST, Call, Spawn
+from activecall.sip_edge.app.calls import Calls
+from activecall.sip_edge.app.legs import LegClient
+
+log = logging.getLogger("activecall.sip_edge.app.failover")
+
+POLL_S: Final = 0.25
+MOVE_SPREAD_S: Final = 0.2
+MOVES_AT_ONCE: Final = 32
+# With every worker well, the calls are looked through only every this many polls: for a leg on a
+# worker the registry never showed (it came and went between two reads).
+FULL_CHECK_EVERY: Final = 4
+
+
+@dataclass
+class Beat:
+    ts: float  # the worker's last beat, on its own clock
+    changed_at: float  # our monotonic clock when that beat was first seen
+
+
+class Liveness:
+    """What the registry reads say of each media worker: live, draining or lost."""
+
+    def __init__(self, failover_after: float) -> None:
+        self.failover_after = failover_after
+        self.beats: dict[str, Beat] = {}
+        self.draining: set[str] = set()
+        self.last_beat: dict[str, float] = {}  # kept after an entry goes, for heard_until
+
+    def observe(self, workers: list[WorkerInfo], now: float, wall: float) -> None:
+        """One registry read at monotonic ``now`` (``wall``: time.time() at the read)."""
+        beats: dict[str, Beat] = {}
+        for worker in workers:
+            known = self.beats.get(worker.id)
+            if known is None:  # first sight: the beat is as old as the worker's clock says
+                beats[worker.id] = Beat(worker.ts, now - max(0.0, wall - worker.ts))
+            elif worker.ts != known.ts:
+                beats[worker.id] = Beat(worker.ts, now)
+            else:
+                beats[worker.id] = known
+            self.last_beat[worker.id] = worker.ts
+        self.beats = beats
+        self.draining = {w.id for w in workers if w.draining}
+
+    def restart_clocks(self, now: float) -> None:
+        """Every worker gets a whole ``failover_after`` from ``now`` (the registry was unreadable)."""
+        for beat in self.beats.values():
+            beat.changed_at = now
+
+    def lost(self, worker_id: str, now: float) -> bool:
+        beat = self.beats.get(worker_id)
+        return beat is None or now - beat.changed_at > self.failover_after
+
+    def stale(self, now: float) -> set[str]:
+        """Workers still in the registry whose beat stopped."""
+        return {w for w, beat in self.beats.items() if now - beat.changed_at > self.failover_after}
+
+    def forget_gone(self, in_use: set[str]) -> None:
+        """Stop remembering workers gone from the registry that no call's leg is on any more."""
+        for worker_id in self.last_beat.keys() - self.beats.keys() - in_use:
+            del self.last_beat[worker_id]
+
+    def troubled(self, now: float) -> bool:
+        """Whether any worker seen so far is lost or draining."""
+        return bool(self.draining or self.stale(now) or self.last_beat.keys() - self.beats.keys())
+
+    def verdict(self, worker_id: str, now: float) -> str | None:
+        """``lost``, ``draining`` or None (the worker is fine)."""
+        if self.lost(worker_id, now):
+            return MOVE_LOST
+        return MOVE_DRAINING if worker_id in self.draining else None
+
+    def heard_until(self, worker_id: str) -> float:
+        """Until when the caller heard a lost worker: its last beat (it may have played a little more,
+        which the new leg plays again rather than leave a gap)."""
+        return self.last_beat.get(worker_id, 0.0) or time.time() - self.failover_after
+
+
+class MediaFailover:
+    """The loop that moves the calls of lost and draining media workers."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        calls: Calls,
+        legs: LegClient,
+        spawn: Spawn,
+        *,
+        failover_after: float,
+        registry_ttl: float,
+        external_ip: str,
+        new_key: bool = True,
+        poll_s: float = POLL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.redis = redis
+        self.keys = keys
+        self.calls = calls
+        self.legs = legs
+        self.spawn = spawn
+        self.registry_ttl = registry_ttl
+        self.external_ip = external_ip
+        self.new_key = new_key
+        self.poll_s = poll_s
+        self.clock = clock
+        self.liveness = Liveness(failover_after)
+        self.moving: set[str] = set()
+        self.stay: set[tuple[str, str]] = set()  # (call, draining worker) moves that failed: no retry
+        self._slots = asyncio.Semaphore(MOVES_AT_ONCE)
+        self._unread = False
+        self._polls = 0
+        self.running = True
+
+    async def run(self) -> None:
+        while self.running:
+            await asyncio.sleep(self.poll_s)
+            try:
+                workers = await list_workers(
+                    self.redis, self.keys, Role.MEDIA, self.registry_ttl, include_dead=True
+                )
+            except REDIS_DOWN as exc:
+                if not self._unread:
+                    log.warning("cannot read the media registry", extra={"error": str(exc)})
+                self._unread = True
+                continue
+            self.check(workers)
+
+    def check(self, workers: list[WorkerInfo]) -> None:
+        """Take one registry read into account and start the moves it calls for."""
+        now = self.clock()
+        self.liveness.observe(workers, now, time.time())
+        if self._unread:
+            self._unread = False
+            self.liveness.restart_clocks(now)
+        self.legs.lost = self.liveness.stale(now)
+        self._polls += 1
+        if not self.liveness.troubled(now) and self._polls % FULL_CHECK_EVERY:
+            return
+        in_use: set[str] = set()
+        for call in list(self.calls.values()):
+            leg = call.leg
+            if leg is None:
+                continue
+            in_use.add(leg.worker)
+            if not call.answered or call.call_id in self.moving:
+                continue
+            reason = self.liveness.verdict(leg.worker, now)
+            if reason is None or (reason == MOVE_DRAINING and (call.call_id, leg.worker) in self.stay):
+                continue
+            self.moving.add(call.call_id)
+            heard_until = self.liveness.heard_until(leg.worker)
+            self.spawn(self._move(call, reason, heard_until), f"move-media-{call.call_id}")
+        self.liveness.forget_gone(in_use)
+        if self.stay:
+            self.stay &= {(c.call_id, c.leg.worker) for c in self.calls.values() if c.leg is not None}
+
+    async def _move(self, call: Call, reason: str, heard_until: float) -> None:
+        worker = call.leg.worker if call.leg is not None else ""
+        try:
+            await asyncio.sleep(random.uniform(0, MOVE_SPREAD_S))
+            async with self._slots:
+                log.info(
+                    "moving a call off its media worker",
+                    extra={"call_id": call.call_id, "worker": worker, "reason": reason},
+                )
+                moved = await call.move_media(reason, heard_until, self.external_ip, self.new_key)
+            if not moved and reason == MOVE_DRAINING:
+                self.stay.add((call.call_id, worker))
+        finally:
+            self.moving.discard(call.call_id)
