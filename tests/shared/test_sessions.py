@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 from activecall.bus import Bus
 from activecall.config import RedisSettings
 from activecall.messages import CallEnded, Probe, SessionStart
+from activecall.registry import WorkerInfo
 from activecall.sessions import SessionContext, SessionWorker
 
 
@@ -265,3 +266,84 @@ async def test_notes_and_cursor_survive_a_takeover(bus: Bus) -> None:
         assert seen_by_b == [({"utterance": "7"}, [2, 3, 4])]
     finally:
         await b.stop()
+
+
+async def register(bus: Bus, role: str, worker_id: str, draining: bool = False) -> None:
+    info = WorkerInfo(id=worker_id, role=role, host="test", pid=0, metrics_port=0, draining=draining)
+    await bus.redis.hset(bus.keys.workers(role), worker_id, info.to_json())
+
+
+async def test_a_draining_worker_hands_its_sessions_to_a_live_one(bus: Bus) -> None:
+    source = probe_in(bus, "c-handover")
+    a_saved = asyncio.Event()
+    seen_by_b: list[tuple[bool, dict[str, str], list[int]]] = []
+
+    async def handle_a(ctx: SessionContext) -> None:
+        entries = await ctx.read([source], count=2, block_ms=1000)
+        for entry in entries:
+            ctx.processed(entry)
+        ctx.notes["turn"] = "3"
+        await ctx.save()
+        a_saved.set()
+        await asyncio.sleep(60)  # the call goes on past the drain
+
+    async def handle_b(ctx: SessionContext) -> None:
+        entries = await ctx.read([source], count=10, block_ms=1000)
+        seen = [e.message.seq for e in entries]  # type: ignore[attr-defined]
+        seen_by_b.append((ctx.session.taken_over, dict(ctx.notes), seen))
+        await asyncio.sleep(60)
+
+    await bus.publish_many([(source, Probe(seq=i)) for i in range(5)], maxlen=0)
+    # A lease far longer than the test: only a handover, not an expiry, can move the session.
+    a = SessionWorker(bus, "handover", "a", handle_a, lease_ttl=60)
+    b = SessionWorker(bus, "handover", "b", handle_b, lease_ttl=60)
+    await register(bus, "handover", "a", draining=True)
+    await a.start()
+    try:
+        await start_session(bus, "c-handover", role="handover")
+        await asyncio.wait_for(a_saved.wait(), 5)
+        await b.start()
+        await register(bus, "handover", "b")
+        handed_before = counter("activecall_sessions_handed_over_total", "handover")
+        await asyncio.wait_for(a.drain(), 5)
+
+        async def b_ran() -> bool:
+            return bool(seen_by_b)
+
+        await wait_until(b_ran, 5, "worker b to resume the handed-over session")
+        assert seen_by_b == [(True, {"turn": "3"}, [2, 3, 4])]
+        assert a.load == 0 and b.load == 1
+        assert await bus.redis.get(bus.keys.lease("handover", "c-handover")) == b"b"
+        assert counter("activecall_sessions_handed_over_total", "handover") == handed_before + 1
+        pending = await bus.redis.xpending(bus.keys.sessions("handover"), "handover")
+        assert pending["pending"] == 1 and await bus.redis.xlen(bus.keys.sessions("handover")) == 1
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def test_a_draining_worker_alone_keeps_its_sessions(bus: Bus) -> None:
+    finish = asyncio.Event()
+
+    async def handle(ctx: SessionContext) -> None:
+        await finish.wait()
+
+    worker = SessionWorker(bus, "alone", "a", handle, lease_ttl=60)
+    await register(bus, "alone", "a", draining=True)
+    await register(bus, "alone", "other-draining", draining=True)
+    await worker.start()
+    try:
+        await start_session(bus, "c-alone", role="alone")
+
+        async def holding() -> bool:
+            return worker.load == 1
+
+        await wait_until(holding, 5, "the session to start")
+        draining = asyncio.create_task(worker.drain())
+        await asyncio.sleep(0.5)
+        assert not draining.done() and worker.load == 1
+        finish.set()
+        await asyncio.wait_for(draining, 5)
+        assert await bus.redis.xlen(bus.keys.sessions("alone")) == 0
+    finally:
+        await worker.stop()

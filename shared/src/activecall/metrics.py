@@ -50,7 +50,12 @@ SESSIONS_CLAIMED = Counter(
 )
 SESSIONS_TAKEN_OVER = Counter(
     "activecall_sessions_taken_over_total",
-    "Call sessions taken over from a worker whose lease expired",
+    "Call sessions taken over from a worker that died or handed them over",
+    ["role"],
+)
+SESSIONS_HANDED_OVER = Counter(
+    "activecall_sessions_handed_over_total",
+    "Call sessions this worker handed to another one when it drained",
     ["role"],
 )
 SESSIONS_LOST = Counter(

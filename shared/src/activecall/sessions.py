@@ -11,6 +11,13 @@ runs XAUTOCLAIM with a minimum idle time equal to the lease TTL; the owner keeps
 going idle by re-claiming them (XCLAIM JUSTID) whenever it renews the lease, so only entries of dead
 workers are taken. The new owner takes the lease and resumes from the cursor: delivery is at least
 once, so handlers are idempotent by stream id or (turn_id, seq).
+
+A draining worker (SIGTERM) hands its sessions over rather than wait for their calls to end, when
+another live worker of the role is in the registry: it stops each session as a dying worker would,
+releases the lease, and posts the session's ``SessionStart`` again on ``sessions:{role}`` (deleting
+its own entry), where a live worker's blocking group read takes it at once. That worker finds the
+cursor and resumes the session as after a takeover. With no other worker it waits as before, up to
+the drain timeout.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from activecall import metrics
-from activecall.bus import REDIS_DOWN, Backoff, Bus, Entry, as_str
+from activecall.bus import FIELD, REDIS_DOWN, Backoff, Bus, Entry, as_str
 from activecall.messages import CallError, SessionStart
+from activecall.registry import list_workers
 from activecall.tasks import stop_tasks
 
 log = logging.getLogger("activecall.sessions")
@@ -175,14 +183,43 @@ class SessionWorker:
                 await asyncio.sleep(backoff.next_delay())
 
     async def drain(self) -> None:
-        """Take no new session; wait for the held ones to end."""
+        """Take no new session; hand the held ones to another live worker of the role, or, with none,
+        wait for them to end."""
         self.draining = True
         # A blocked read would still claim what arrives; an entry it took and did not start stays
         # pending and another worker takes it once it has been idle for a lease.
         for task in self._tasks:
             if task.get_name().endswith("-claim"):
                 task.cancel()
+        try:
+            if self.active and await self._successor_exists():
+                await self.hand_over()
+        except REDIS_DOWN as exc:
+            log.warning("could not hand sessions over", extra={"role": self.role, "error": str(exc)})
         await self._idle.wait()
+
+    async def _successor_exists(self) -> bool:
+        workers = await list_workers(
+            self.bus.redis, self.bus.keys, self.role, self.bus.settings.heartbeat_ttl
+        )
+        return any(w.id != self.worker_id and not w.draining for w in workers)
+
+    async def hand_over(self) -> None:
+        """Stop every held session and post it again for another worker of the role to resume."""
+        held = list(self.active.values())
+        await stop_tasks([task for _, task in held])
+        keys = self.bus.keys
+        for session, _ in held:
+            self._forget(session.call_id)
+            # The lease goes first: the worker that reads the new entry must be able to take it.
+            await self._release(keys=[keys.lease(self.role, session.call_id)], args=[self.worker_id])
+            pipe = self.bus.redis.pipeline(transaction=False)
+            pipe.xadd(self.stream, {FIELD: session.start.encode()})
+            pipe.xack(self.stream, self.group, session.entry_id)
+            pipe.xdel(self.stream, session.entry_id)
+            await pipe.execute()
+            metrics.SESSIONS_HANDED_OVER.labels(self.role).inc()
+            log.info("session handed over", extra={"role": self.role, "call_id": session.call_id})
 
     async def stop(self) -> None:
         """Stop at once; held leases run out and other workers take the sessions over."""
@@ -255,6 +292,8 @@ class SessionWorker:
             return  # a live worker holds the lease; its renewal re-claims the entry
         raw_cursor = await self.bus.redis.hgetall(self.bus.keys.cursor(self.role, call_id))
         cursor = {as_str(k): as_str(v) for k, v in raw_cursor.items()}
+        # A cursor means another worker ran the session before (it died or handed the session over).
+        taken_over = taken_over or bool(cursor)
         session = Session(self.role, call_id, entry.id, message, taken_over=taken_over, cursor=cursor)
         ctx = SessionContext(self.bus, session, self.worker_id)
         task = asyncio.create_task(self._run(ctx), name=f"{self.role}-session-{call_id}")
