@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import time
 
 from activecall.bus import Bus
@@ -65,3 +66,19 @@ def test_pick_least_loaded() -> None:
     chosen = pick_least_loaded(workers)
     assert chosen is not None and chosen.id == "b"
     assert pick_least_loaded([info("full", 10, 10), info("drain", 0, 10, draining=True)]) is None
+
+
+async def test_a_workers_control_stream_expires_once_its_heartbeat_stops(bus: Bus) -> None:
+    control = bus.keys.media_control("m-owned")
+    await bus.redis.xadd(control, {"m": b"x"})
+    beat = Heartbeat(
+        bus.redis, bus.keys, info("m-owned"), lambda: 0, interval=0.05, owned=(control,), owned_ttl=0.3
+    )
+    await beat.beat()
+    assert 0 < await bus.redis.pttl(control) <= 300
+    for _ in range(8):  # beats keep it alive past its ttl
+        await asyncio.sleep(0.1)
+        await beat.beat()
+    assert await bus.redis.exists(control)
+    await asyncio.sleep(0.5)  # the worker died: no more beats
+    assert not await bus.redis.exists(control)

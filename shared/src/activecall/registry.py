@@ -75,18 +75,32 @@ class Heartbeat:
         info: WorkerInfo,
         load: Callable[[], int],
         interval: float = 1.0,
+        owned: tuple[str, ...] = (),
+        owned_ttl: float = 0.0,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.info = info
         self.load = load
         self.interval = interval
+        # Keys only this worker reads (its control stream): each beat pushes their expiry
+        # ``owned_ttl`` ahead, so a worker that dies leaves nothing behind for good.
+        self.owned = owned
+        self.owned_ttl_ms = int(owned_ttl * 1000)
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> None:
         self.info.load = self.load()
         self.info.ts = time.time()
-        await self.redis.hset(self.keys.workers(self.info.role), self.info.id, self.info.to_json())
+        entry = (self.keys.workers(self.info.role), self.info.id, self.info.to_json())
+        if not self.owned:
+            await self.redis.hset(*entry)
+        else:
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.hset(*entry)
+            for key in self.owned:
+                pipe.pexpire(key, self.owned_ttl_ms)
+            await pipe.execute()
         metrics.HEARTBEATS.labels(self.info.role).inc()
         metrics.WORKER_LOAD.labels(self.info.role).set(self.info.load)
         metrics.WORKER_CAPACITY.labels(self.info.role).set(self.info.capacity)

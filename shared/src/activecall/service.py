@@ -34,6 +34,8 @@ from activecall.sessions import SessionContext, SessionWorker
 log = logging.getLogger("activecall.service")
 
 DEFAULT_DRAIN_TIMEOUT = 30.0
+# A control stream outlives the last beat of its worker by this many heartbeat TTLs.
+OWNED_KEY_TTLS = 3
 # Allocations minus deallocations between young collections (CPython's default: 700), young collections
 # between middle ones (default 10) and middle collections between full ones (default 10).
 GC_THRESHOLDS = (100_000, 20, 100)
@@ -72,6 +74,11 @@ class BaseService:
     def address(self) -> str:
         """The address peers use to reach this worker's work port (SIP, RTP, HTTP), if any."""
         return ""
+
+    @property
+    def owned_keys(self) -> tuple[str, ...]:
+        """Keys only this worker reads (its control stream), expiring unless its heartbeat goes on."""
+        return ()
 
     @property
     def heartbeat_interval(self) -> float:
@@ -134,7 +141,13 @@ class Runtime:
             capacity=service.capacity,
         )
         self.heartbeat = Heartbeat(
-            self.bus.redis, self.bus.keys, info, lambda: service.load, service.heartbeat_interval
+            self.bus.redis,
+            self.bus.keys,
+            info,
+            lambda: service.load,
+            service.heartbeat_interval,
+            owned=service.owned_keys,
+            owned_ttl=OWNED_KEY_TTLS * self.config.redis.heartbeat_ttl,
         )
         self.heartbeat.start()
         log.info(

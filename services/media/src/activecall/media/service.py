@@ -31,6 +31,10 @@ class MediaService(BaseService):
         return self.worker.address
 
     @property
+    def owned_keys(self) -> tuple[str, ...]:
+        return (self.worker.control_key,)
+
+    @property
     def heartbeat_interval(self) -> float:
         """A third of ``media.failover_after``: the edges move this worker's calls after that long
         without a beat, and one late beat must not be taken for a death."""

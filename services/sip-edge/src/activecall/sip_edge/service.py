@@ -85,6 +85,10 @@ class SipEdgeService(BaseService):
         self.reaper = Reaper(runtime.bus, runtime.worker_id)
 
     @property
+    def owned_keys(self) -> tuple[str, ...]:
+        return (self.bus.keys.edge_control(self.edge.edge_id),)
+
+    @property
     def load(self) -> int:
         return self.edge.load
 
