@@ -1,6 +1,9 @@
 """No zombies, with the real services and a real phone (baresip over TLS and SRTP): the sip-edge holding
-a call is killed (SIGKILL) and the phone hangs up into the void. The media worker closes the leg that no
-edge will close, and the reaper ends the call everywhere: record, sessions, leases, cursors, legs.
+a call is killed (SIGKILL). The system's own edge adopts the call from its state in Redis, tells the
+phone its Contact (a re-INVITE over a new TLS connection), and the phone's BYE ends the call
+everywhere: record, sessions, leases, cursors, legs, dialog state. (With no edge left at all, the media
+worker's orphan rules and the reaper end such a call: tests/media/test_orphaned_legs.py and
+tests/shared/test_reaper.py.)
 
 The killed edge is a process of the test (``activecall up`` stops everything when one of its children
 dies); the system's own edge and media worker run the reaper. Short timeouts make it quick:
@@ -22,8 +25,8 @@ import redis
 from e2e_calls import call_streams, find_call, report, wait_events, wait_record
 
 from activecall.bus import Keys, as_str
-from activecall.contract import SESSION_ROLES, EndReason
-from activecall.messages import CallEnded, CallError, MediaTimeout, PlaybackStarted, SessionStart, decode
+from activecall.contract import SESSION_ROLES
+from activecall.messages import CallEnded, PlaybackStarted, SessionStart, decode
 from activecall.registry import WorkerInfo
 from activecall.testing.baresip import BaresipPhone
 from activecall.testing.redis_server import free_port
@@ -85,7 +88,7 @@ def session_entries(client: redis.Redis, call_id: str) -> list[str]:
     return found
 
 
-def test_a_killed_edge_s_call_is_ended_everywhere(
+def test_a_killed_edge_s_call_is_adopted_and_ends_everywhere(
     system: System, doomed_edge: tuple[subprocess.Popen[bytes], int], tmp_path: Path
 ) -> None:
     edge, tls_port = doomed_edge
@@ -105,35 +108,37 @@ def test_a_killed_edge_s_call_is_ended_everywhere(
         record = wait_record(system.redis_url, call_id, lambda r: bool(r.media_worker))
         assert record.edge == EDGE and len(session_entries(client, call_id)) == 3
         held = KEYS.media_legs(record.media_worker)
-        assert client.sismember(held, call_id)
+        deadline = time.monotonic() + 10  # the worker rewrites the set on its next beat
+        while not client.sismember(held, call_id):
+            assert time.monotonic() < deadline, "the media worker does not list the call"
+            time.sleep(0.1)
 
         edge.send_signal(signal.SIGKILL)
         edge.wait()
         killed_at = time.time()
-        phone.hangup()  # its BYE reaches nobody; its RTP stops
+        adopted = wait_record(system.redis_url, call_id, lambda r: r.edge not in ("", EDGE), timeout=30)
+        report(f"edge killed -> call adopted by {adopted.edge} after {time.time() - killed_at:.1f} s")
+        assert adopted.state == "answered"
+        time.sleep(1.0)  # the adopter's target refresh (a re-INVITE over a new TLS connection)
+        phone.hangup()  # its BYE goes where the refresh said: to the adopting edge
         phone.wait_event("CALL_CLOSED", 40)
-
         ended = wait_record(system.redis_url, call_id, lambda r: r.state == "ended", timeout=60)
-        report(f"edge killed -> call reaped after {ended.ended - killed_at:.1f} s")
+        report(f"adopted call ended: {ended.end_reason!r} {ended.ended - killed_at:.1f} s after the kill")
     finally:
         phone.stop()
     try:
-        assert (ended.state, ended.end_reason) == ("ended", EndReason.REAPED)
         streams = call_streams(system.redis_url, call_id)
-        assert streams.of_type(MediaTimeout)
-        (orphaned,) = [e for e in streams.of_type(CallError) if e.source == "media"]
-        assert orphaned.error.startswith(EndReason.MEDIA_ORPHANED)
-        assert [(e.reason, e.by) for e in streams.of_type(CallEnded)] == [(EndReason.REAPED, "reaper")]
+        assert [e.by for e in streams.of_type(CallEnded)] == ["remote"], streams.of_type(CallEnded)
         assert not client.sismember(KEYS.calls_active(), call_id)
-        assert not client.sismember(held, call_id)
         deadline = time.monotonic() + 15  # the sessions stop on call.ended and clean up after themselves
-        while live_workers(client, "media")[record.media_worker].load:
+        while live_workers(client, "media")[record.media_worker].load or client.sismember(held, call_id):
             assert time.monotonic() < deadline, "the media worker still holds a leg"
             time.sleep(0.2)
         while session_entries(client, call_id) or client.keys(f"{KEYS.call(call_id)}:lease:*"):
-            assert time.monotonic() < deadline, "sessions of the reaped call left behind"
+            assert time.monotonic() < deadline, "sessions of the ended call left behind"
             time.sleep(0.2)
         assert not client.keys(f"{KEYS.call(call_id)}:cursor:*")
+        assert not client.exists(KEYS.dialog(call_id))
         for key in (KEYS.call(call_id), KEYS.events(call_id), KEYS.audio_in(call_id)):
             assert client.ttl(key) > 0, key
     finally:

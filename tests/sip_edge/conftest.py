@@ -13,6 +13,7 @@ from sip_harness import TEST_INTERVALS, EdgeFactory, EdgeHarness
 from activecall.bus import Bus
 from activecall.config import Config, RedisSettings
 from activecall.service import Runtime
+from activecall.sip_edge.app.edge import EdgeOptions
 from activecall.sip_edge.service import SipEdgeService
 from activecall.sip_edge.sip.ua.ua import UaSettings
 from activecall.testing.media_responder import MediaResponder
@@ -25,7 +26,11 @@ async def start_edge(redis_settings: RedisSettings) -> AsyncIterator[EdgeFactory
     started: list[tuple[SipEdgeService, MediaResponder, Bus, Runtime]] = []
 
     async def start(
-        ua_settings: UaSettings | None = None, media_capacity: int = 1000, **overrides: Any
+        ua_settings: UaSettings | None = None,
+        media_capacity: int = 1000,
+        edge_id: str = "edge-test",
+        options: EdgeOptions | None = None,
+        **overrides: Any,
     ) -> EdgeHarness:
         redis = dataclasses.replace(redis_settings, heartbeat_ttl=5.0, reply_timeout=2.0)
         values: dict[str, Any] = {
@@ -35,8 +40,8 @@ async def start_edge(redis_settings: RedisSettings) -> AsyncIterator[EdgeFactory
         }
         values.update(overrides)
         config = Config(**values)
-        runtime = Runtime("sip-edge", config, "edge-test", 0, 5.0)
-        service = SipEdgeService(runtime, intervals=TEST_INTERVALS, ua_settings=ua_settings)
+        runtime = Runtime("sip-edge", config, edge_id, 0, 5.0)
+        service = SipEdgeService(runtime, intervals=TEST_INTERVALS, ua_settings=ua_settings, options=options)
         bus = Bus.from_settings(redis)
         responder = MediaResponder(bus, "media-test", capacity=media_capacity)
         await responder.start()

@@ -75,6 +75,14 @@ class Keys:
     def call_stream(self, call_id: str, name: str) -> str:
         return f"{self.call(call_id)}:{name}"
 
+    def dialog(self, call_id: str) -> str:
+        """The call's SIP dialog and media leg as the edge holding it wrote them (JSON)."""
+        return f"{self.call(call_id)}:dialog"
+
+    def sip_call(self, sip_call_id: str) -> str:
+        """SIP Call-ID to our call id, for a request of a dialog another edge set up."""
+        return f"{self.prefix}sip-call:{{{sip_call_id}}}"
+
     def lease(self, role: str, call_id: str) -> str:
         return f"{self.call(call_id)}:lease:{role}"
 

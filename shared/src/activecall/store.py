@@ -107,6 +107,8 @@ def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallStat
     return [
         hset_command(keys.call(call_id), values),
         ("SREM", keys.calls_active(), call_id),
+        # The dialog holds SRTP keys and continues nothing once the call has ended.
+        ("DEL", keys.dialog(call_id)),
         *(("EXPIRE", key, ENDED_RETENTION_S) for key in kept),
         *(("EXPIRE", key, ENDED_AUDIO_RETENTION_S) for key in audio),
     ]

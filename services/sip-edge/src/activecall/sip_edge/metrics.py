@@ -68,6 +68,12 @@ MEDIA_MOVES = Counter(
     "Calls moved to a leg on another media worker (reason: lost, draining) and how that went",
     ["reason", "result"],
 )
+CALLS_ADOPTED = Counter(
+    "activecall_sip_calls_adopted_total",
+    "Calls this edge took over from an edge that died or drains (how: request, a request of the dialog"
+    " came here; sweep, found in calls:active)",
+    ["how"],
+)
 HANDLER_DECISIONS = Counter(
     "activecall_sip_handler_decisions_total", "Inbound handler outcomes", ["handler", "outcome"]
 )

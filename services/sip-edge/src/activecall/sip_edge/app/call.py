@@ -35,8 +35,10 @@ from activecall.metrics import BUS_PUBLISHED
 from activecall.sip_edge import metrics
 from activecall.sip_edge.app.legs import Leg, LegClient, LegError, media_address
 from activecall.sip_edge.app.reoffer import media_reoffer, moved_answer
-from activecall.sip_edge.sip.dialog.session import InviteSession, SessionListener
-from activecall.sip_edge.sip.syntax.message import SipRequest
+from activecall.sip_edge.app.snapshot import CallSnapshot
+from activecall.sip_edge.sip.dialog.session import ENDED, InviteSession, SessionListener
+from activecall.sip_edge.sip.dialog.snapshot import capture
+from activecall.sip_edge.sip.syntax.message import SipRequest, SipResponse
 from activecall.sip_edge.sip.syntax.sdp import (
     Answer,
     SdpError,
@@ -47,6 +49,7 @@ from activecall.sip_edge.sip.syntax.sdp import (
 from activecall.sip_edge.sip.syntax.uri import SipUri
 from activecall.sip_edge.sip.ua.ua import OutgoingCall
 from activecall.store import (
+    ENDED_RETENTION_S,
     CallRecord,
     CallStore,
     create_commands,
@@ -145,6 +148,10 @@ class Call(SessionListener):
         self.started = time.monotonic()
         self.legs_opened = 0
         self.moving_to: Leg | None = None  # the new leg while the media moves
+        # call:{id}:dialog is written from the answer on, again whenever the dialog changes.
+        self._dialog_kept = False
+        self._dialog_dirty = False
+        self._dialog_saving = False
 
     def __repr__(self) -> str:
         return f"<Call {self.call_id} {self.direction} {self.state}>"
@@ -226,6 +233,7 @@ class Call(SessionListener):
                 self._xadd(keys.sessions(role), self._session_start(role, variables), capped=False)
             )
         commands.append(hset_command(keys.call(self.call_id), fields))
+        commands += self.dialog_commands()
         results = await self.context.bus.execute(commands)
         self.events_cursor = as_str(results[1])
         metrics.child(metrics.CALL_SETUP, self.direction).observe(time.monotonic() - self.started)
@@ -238,6 +246,105 @@ class Call(SessionListener):
             sample_rate=SAMPLE_RATE,
             variables=variables,
         )
+
+    # ---------------------------------------------------------------- the dialog in Redis
+
+    def snapshot(self) -> CallSnapshot | None:
+        """The dialog, leg and negotiated media another edge needs to go on with the call."""
+        if self.session is None or self.leg is None or self.answer is None:
+            return None
+        return CallSnapshot(capture(self.session), self.leg, self.answer)
+
+    def dialog_commands(self) -> list[Command]:
+        """Write the snapshot and the SIP Call-ID lookup; nothing before the call is answered."""
+        snapshot = self.snapshot()
+        if snapshot is None:
+            return []
+        self._dialog_kept = True
+        keys = self.context.bus.keys
+        commands: list[Command] = [("SET", keys.dialog(self.call_id), snapshot.to_json())]
+        if snapshot.dialog.call_id != self.call_id:
+            lookup = keys.sip_call(snapshot.dialog.call_id)
+            commands.append(("SET", lookup, self.call_id, "EX", ENDED_RETENTION_S))
+        return commands
+
+    def on_dialog_changed(self, session: InviteSession) -> None:
+        if not self._dialog_kept or self._ending:
+            return
+        self._dialog_dirty = True
+        if not self._dialog_saving:
+            self._dialog_saving = True
+            self.context.spawn(self._save_dialog(), f"save-dialog-{self.call_id}")
+
+    async def _save_dialog(self) -> None:
+        """Write the dialog until no change is left: changes made meanwhile go in the next write.
+        Nothing is written once the call ends (its end deletes the key in the same round trip)."""
+        try:
+            while self._dialog_dirty and not self._ending:
+                self._dialog_dirty = False
+                try:
+                    await self.context.bus.execute(self.dialog_commands())
+                except REDIS_DOWN as exc:
+                    log.warning(
+                        "could not save the dialog", extra={"call_id": self.call_id, "error": str(exc)}
+                    )
+                    return
+        finally:
+            self._dialog_saving = False
+
+    def take_over(
+        self, state: CallState, session: InviteSession, snapshot: CallSnapshot, events_cursor: str
+    ) -> None:
+        """Go on with an answered call another edge set up, from its snapshot: the session, the leg
+        on its media worker and the negotiated media, as if this edge had answered it."""
+        self.state = state
+        self.session = session
+        self.leg = snapshot.leg
+        self.answer = snapshot.answer
+        self.events_cursor = events_cursor
+        _, _, number = snapshot.leg.leg_id.rpartition(".")
+        self.legs_opened = int(number) if number.isdigit() else 1
+        self._dialog_kept = True
+        self.on_dialog_changed(session)  # the dialog now names our Contact
+
+    async def refresh_target(self) -> None:
+        """Tell the peer that this edge holds the dialog now (RFC 3261 section 12.2, a target
+        refresh): an UPDATE without a body when the peer allows UPDATE (RFC 3311), else a re-INVITE
+        with our last description unchanged (RFC 3264 section 8: same version), sent once no INVITE
+        transaction is open and again after a 491. A 481 or 408 means the dialog is gone."""
+        session = self.session
+        if session is None or self._ending:
+            return
+        try:
+            if "UPDATE" in session.peer_allow:
+                response: SipResponse | None = await session.request("UPDATE")
+            else:
+                response = await session.reoffer(session.local_sdp)
+        except Exception as exc:
+            log.warning("target refresh failed", extra={"call_id": self.call_id, "error": str(exc)})
+            return
+        if response is None or 200 <= response.status < 300:
+            return
+        log.warning(
+            "target refresh refused",
+            extra={"call_id": self.call_id, "status": response.status, "reason": response.reason},
+        )
+        if response.status in (408, 481):
+            self.hangup(f"target refresh answered {response.status}", "remote")
+
+    def release(self) -> None:
+        """Let another edge go on with the call (it adopted it): forget the session without a BYE and
+        leave the record, the leg and the dialog to the new holder."""
+        if self._ending:
+            return
+        self._ending = True
+        session = self.session
+        if session is not None:
+            session.listener = ENDED
+            session.close()
+        self.context.on_ended(self)
+        self.ended.set()
+        log.info("call left to another edge", extra={"call_id": self.call_id})
 
     async def emit(self, *messages: Any) -> None:
         bus = self.context.bus
@@ -258,6 +365,8 @@ class Call(SessionListener):
             previous, self.state = self.state, state
             # The record is ended before CallEnded is out, all in one round trip.
             commands = transaction(finish_commands(keys, self.call_id, reason, state.value))
+            if self._dialog_kept and self.sip_call_id and self.sip_call_id != self.call_id:
+                commands.append(("DEL", keys.sip_call(self.sip_call_id)))
             for leg in (self.leg, self.moving_to):
                 if leg is not None:
                     stream, close = self.context.legs.close_command(self.call_id, leg)
@@ -415,6 +524,7 @@ class Call(SessionListener):
         )
         commands = [
             hset_command(keys.call(self.call_id), {"media_worker": new.worker}),
+            *self.dialog_commands(),
             self._xadd(keys.events(self.call_id), moved),
             self._xadd(stream, close),
         ]

@@ -4,8 +4,9 @@ Inbound calls come from the user agent (:mod:`activecall.sip_edge.app.inbound`);
 ``edge:originate``, read in the consumer group ``sip-edge`` (:mod:`activecall.sip_edge.app.outbound`).
 ``edge:{id}:control`` carries Hangup and Transfer; a ``media.timeout`` event on a call's stream
 hangs it up; the calls of a media worker that is lost or drains move to another one
-(:mod:`activecall.sip_edge.app.failover`). Draining refuses new INVITEs with 503 and stops taking
-originates.
+(:mod:`activecall.sip_edge.app.failover`). The answered calls of an edge that died or drains are
+adopted (:mod:`activecall.sip_edge.app.adoption`). Draining refuses new INVITEs with 503, stops
+taking originates and adopting, and leaves the held calls to the other edges when there are any.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from activecall.config import Config
 from activecall.contract import ConsumerGroup, EndReason
 from activecall.messages import Hangup, MediaTimeout, Originate, Transfer
 from activecall.sip_edge.app.admission import Acl, MediaPool
+from activecall.sip_edge.app.adoption import SWEEP_S, Adoption
 from activecall.sip_edge.app.calls import Calls
 from activecall.sip_edge.app.failover import POLL_S, MediaFailover
 from activecall.sip_edge.app.handler import WebhookHandler, make_handler
@@ -50,6 +52,7 @@ class EdgeOptions:
     events_poll_s: float = 1.0
     shutdown_bye_timeout: float = 2.0
     media_poll_s: float = POLL_S
+    adopt_sweep_s: float = SWEEP_S
 
 
 class Edge:
@@ -108,6 +111,16 @@ class Edge:
             new_key=config.media.failover_new_key,
             poll_s=self.options.media_poll_s,
         )
+        self.adoption = Adoption(
+            bus,
+            self.calls,
+            self.ua,
+            self.spawn,
+            edge_id,
+            heartbeat_ttl=config.redis.heartbeat_ttl,
+            sweep_s=self.options.adopt_sweep_s,
+        )
+        self.ua.unknown_dialog_handler = self.adoption.on_request
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
         self._originate: asyncio.Task[None] | None = None
@@ -132,14 +145,18 @@ class Edge:
             asyncio.create_task(self._control_loop(), name="edge-control"),
             asyncio.create_task(self._events_loop(), name="edge-events"),
             asyncio.create_task(self.failover.run(), name="edge-media-failover"),
+            asyncio.create_task(self.adoption.run(), name="edge-adoption"),
         ]
         self._originate = asyncio.create_task(self._originate_loop(), name="edge-originate")
         for registration in self.registrations:
             registration.start()
 
     async def drain(self) -> None:
-        """Take no new calls (INVITEs get 503, originates stay queued) and wait for the held ones."""
+        """Take no new calls (INVITEs get 503, originates stay queued), adopt none, and wait for the
+        held ones to end or, while another edge is live, to be adopted by it (our beat says
+        draining; the sweep lets go of each call another edge took, without a BYE)."""
         self.draining = True
+        self.adoption.draining = True
         await self._stop_task(self._originate)
         self._originate = None
         await self.calls.wait_idle()
@@ -148,6 +165,7 @@ class Edge:
         self.draining = True
         self._running = False
         self.failover.running = False
+        self.adoption.running = False
         await self._stop_task(self._originate)
         for task in self._loops:
             await self._stop_task(task)

@@ -118,6 +118,9 @@ class SessionListener:
     def on_refer_progress(self, session: InviteSession, status: int, final: bool) -> None:
         """A NOTIFY about our REFER: the sipfrag status, and whether the subscription ended."""
 
+    def on_dialog_changed(self, session: InviteSession) -> None:
+        """A CSeq, the remote target or a session description changed (see ``snapshot.capture``)."""
+
 
 # The listener of a session that has ended: whatever still reaches it is refused or ignored.
 ENDED = SessionListener()
@@ -325,6 +328,7 @@ class InviteSession:
         if self._answer_in_ack and ack.body:
             self._answer_in_ack = False
             self.remote_sdp = ack.body
+            self.listener.on_dialog_changed(self)
             self.spawn(self.listener.on_answer(self, ack.body))
 
     def on_2xx_retransmission(self, response: SipResponse) -> None:
@@ -354,6 +358,7 @@ class InviteSession:
         self, method: str, headers: HeaderItems, body: bytes, content_type: str | None
     ) -> tuple[SipResponse, SipRequest]:
         request = self.dialog.create_request(method)
+        self.listener.on_dialog_changed(self)
         for name, value in headers:
             request.headers.add(name, value)
         if body:
@@ -373,6 +378,7 @@ class InviteSession:
                     await self.send_ack(sent)
                     self.local_sdp = body
                     self.remote_sdp = response.body or self.remote_sdp
+                    self.listener.on_dialog_changed(self)
                 return response
             finally:
                 self._local_invite_pending = False
@@ -424,6 +430,8 @@ class InviteSession:
         if not self.dialog.accept_request(request):
             tx.reply(500, "Out Of Order CSeq")
             return
+        if request.method not in ("ACK", "BYE"):
+            self.listener.on_dialog_changed(self)
         handler = getattr(self, f"_on_{request.method.lower()}", None)
         if handler is None:
             tx.reply(405, headers=allow_headers())
@@ -540,6 +548,7 @@ class InviteSession:
             return self.local_sdp  # an offer-less re-INVITE: our offer goes in the 2xx
         answer = await self.listener.on_offer(self, request.body)
         self.remote_sdp, self.local_sdp = request.body, answer
+        self.listener.on_dialog_changed(self)
         return answer
 
     def _ok(self, request: SipRequest, body: bytes, timer: SessionExpires | None) -> SipResponse:

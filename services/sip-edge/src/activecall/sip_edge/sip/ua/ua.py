@@ -38,6 +38,7 @@ from activecall.sip_edge.sip.dialog.session_timer import (
     session_expires,
     supports_timer,
 )
+from activecall.sip_edge.sip.dialog.snapshot import DialogSnapshot, restore_dialog
 from activecall.sip_edge.sip.syntax.digest import (
     CHALLENGE_HEADERS,
     DigestClient,
@@ -80,6 +81,9 @@ FAILOVER_TIMEOUT = 4.0
 MAX_AUTH_ATTEMPTS = 2
 
 ResponseCallback = Callable[[SipResponse], None]
+# Given a request for a dialog the user agent does not hold; True when it will answer it (late, through
+# :meth:`UserAgent.dispatch`), False to have it answered 481 at once.
+UnknownDialogHandler = Callable[[SipRequest, ServerTransaction], bool]
 
 
 @dataclass(frozen=True)
@@ -353,6 +357,7 @@ class UserAgent:
         self.transactions = TransactionLayer(transport, self, intervals, scheduler)
         self.sessions: dict[tuple[str, str, str], InviteSession] = {}
         self._incoming: dict[Transaction, IncomingCall] = {}
+        self.unknown_dialog_handler: UnknownDialogHandler | None = None
 
     @property
     def intervals(self) -> BaseIntervals:
@@ -531,6 +536,31 @@ class UserAgent:
         metrics.DIALOGS.set(len(self.sessions))
         return session
 
+    def restore_session(
+        self, snapshot: DialogSnapshot, listener: SessionListener, flow: Flow | None = None
+    ) -> InviteSession:
+        """Go on with a session another process established (RFC 3261 section 12.2: the dialog
+        state is all a UA needs), reached from now on at our own Contact. ``flow`` is the connection
+        a request of the dialog just came on, if any; otherwise requests go where the dialog says,
+        over a new connection for TCP and TLS."""
+        transport = Transport.from_name(snapshot.transport) if snapshot.transport else Transport.UDP
+        user = _contact_user(snapshot.local_contact)
+        dialog = restore_dialog(snapshot, self.contact(transport, user))
+        # The INVITE that made the dialog is gone with its process; a session only keeps it.
+        invite = dialog.create_request("INVITE", cseq=dialog.local_seq)
+        session = self._open_session(dialog, invite, flow, listener, snapshot.local_sdp, snapshot.remote_sdp)
+        session.peer_allow = frozenset(snapshot.peer_allow)
+        session.acked.set()  # our 2xx was ACKed to the other process, or never will be
+        return session
+
+    def dispatch(self, request: SipRequest, tx: ServerTransaction) -> None:
+        """Hand an in-dialog request to its session, or answer 481 (RFC 3261 section 12.2.2)."""
+        session = self._session_for(request, incoming=True)
+        if session is None:
+            tx.reply(481)
+        else:
+            session.on_request(request, tx)
+
     def _session_closed(self, session: InviteSession) -> None:
         if self.sessions.get(session.dialog.key) is session:
             del self.sessions[session.dialog.key]
@@ -557,10 +587,10 @@ class UserAgent:
             return
         if request.to.tag:
             session = self._session_for(request, incoming=True)
-            if session is None:
-                tx.reply(481)
-            else:
+            if session is not None:
                 session.on_request(request, tx)
+            elif request.method == "ACK" or not self._hand_over(request, tx):
+                tx.reply(481)
             return
         if request.method == "INVITE":
             assert isinstance(tx, InviteServerTransaction)
@@ -571,6 +601,10 @@ class UserAgent:
             tx.reply(481)
         else:
             tx.reply(405, headers=allow_headers())
+
+    def _hand_over(self, request: SipRequest, tx: ServerTransaction) -> bool:
+        handler = self.unknown_dialog_handler
+        return handler is not None and handler(request, tx)
 
     def _problem_headers(self, status: int) -> list[tuple[str, str]]:
         if status == 415:
