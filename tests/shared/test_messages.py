@@ -93,6 +93,7 @@ def test_envelope_fields_are_on_the_wire() -> None:
         "text": "Hi",
         "last": False,
         "interruptible": True,
+        "not_before_ms": 0,
     }
 
 

@@ -127,3 +127,23 @@ async def test_the_phrase_cache_makes_a_repeated_greeting_free(tts: TtsService) 
     assert a == b and a
     assert tts.cache.get(("piper", "", "Hello and welcome.", 8000)) == a
     print(f"\ntts phrase cache: miss {miss * 1000:.1f} ms, hit {hit * 1000:.3f} ms")
+
+
+async def test_a_turns_audio_keeps_its_interruptibility_and_its_start_time(tts: TtsService) -> None:
+    bus = tts.runtime.bus
+    await begin(bus, "say-marks")
+    piece = SayText(
+        call_id="say-marks",
+        turn_id="t1",
+        seq=0,
+        text=TEXT,
+        last=True,
+        interruptible=False,
+        not_before_ms=4321,
+    )
+    await bus.publish(bus.keys.say("say-marks"), piece)
+    chunks = await chunks_of(bus, "say-marks", "t1", until_last=True, timeout_s=60)
+    assert len(chunks) > 1 and chunks[-1].last
+    assert {c.interruptible for c in chunks} == {False}
+    assert [c.not_before_ms for c in chunks] == [4321] + [0] * (len(chunks) - 1)
+    await bus.emit("say-marks", CallEnded(reason="test"))

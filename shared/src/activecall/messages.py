@@ -212,7 +212,12 @@ class TranscriptFinal(Message, kw_only=True):
     of ``audio:in``); ``decided_ts`` the wall time at which the end of the turn was decided, and
     ``eot`` how: ``complete`` (a finished sentence after a short silence), ``incomplete`` (an
     unfinished one, after the longer wait), ``silence`` (silence alone) or ``hangup``; ``p_finished``
-    the judge's probability that the sentence was finished, when a judge was asked."""
+    the judge's probability that the sentence was finished, when a judge was asked.
+
+    ``reply_at_ms`` (media clock; 0: at once) is set when the turn was ended early, at the pause
+    (``[asr] preemptive``): the reply is prepared at once but its audio must not reach the caller
+    before the silence the verdict asked for has passed. Speech that resumes before then starts a
+    new turn, which the reply is merged with."""
 
     TYPE = "transcript.final"
     STREAMS = _EVENTS
@@ -225,6 +230,7 @@ class TranscriptFinal(Message, kw_only=True):
     decided_ts: float = 0.0
     eot: str = ""
     p_finished: float | None = None
+    reply_at_ms: int = 0
 
 
 class TurnStarted(Message, kw_only=True):
@@ -364,7 +370,8 @@ class AudioFrame(Message, kw_only=True):
 
 class AudioChunk(Message, kw_only=True):
     """Agent audio; ``last`` closes the turn. A turn whose first chunk is not ``interruptible`` plays
-    out whatever the caller says."""
+    out whatever the caller says; a first chunk with ``not_before_ms`` (the caller's media clock, the
+    ``at_ms`` of ``audio:in``) does not start before the caller's audio has reached that point."""
 
     TYPE = "audio.chunk"
     STREAMS = (Stream.AUDIO_OUT,)
@@ -374,10 +381,12 @@ class AudioChunk(Message, kw_only=True):
     sample_rate: int = 8000
     last: bool = False
     interruptible: bool = True
+    not_before_ms: int = 0
 
 
 class SayText(Message, kw_only=True):
-    """Text to speak; ``last`` closes the turn; ``interruptible`` goes on to the turn's audio."""
+    """Text to speak; ``last`` closes the turn; ``interruptible`` and ``not_before_ms`` go on to the
+    turn's audio (:class:`AudioChunk`)."""
 
     TYPE = "say"
     STREAMS = (Stream.SAY,)
@@ -386,6 +395,7 @@ class SayText(Message, kw_only=True):
     text: str = ""
     last: bool = False
     interruptible: bool = True
+    not_before_ms: int = 0
 
 
 # ------------------------------------------------------------------ sessions (sessions:{role})

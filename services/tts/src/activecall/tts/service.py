@@ -241,6 +241,8 @@ class CallSpeaker:
                 pcm=piece,
                 sample_rate=self.rate,
                 last=message.last and i == len(pieces) - 1,
+                interruptible=message.interruptible,
+                not_before_ms=message.not_before_ms if i == 0 else 0,
             )
             await self.bus.publish(out, chunk, maxlen=self.bus.settings.audio_maxlen)
             if i == 0 and message.ts:
