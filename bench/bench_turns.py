@@ -137,9 +137,11 @@ def tts_keys(wanted: dict[str, str]) -> str:
 
 
 @contextmanager
-def system_for(config: str, root: Path) -> Iterator[tuple[Any, FakeAnthropicServer | None]]:
+def system_for(
+    config: str, root: Path, settings: dict[str, str] | None = None
+) -> Iterator[tuple[Any, FakeAnthropicServer | None]]:
     extra = f'[handler]\ndefault = "{PLAYBOOK}"\n'
-    env: dict[str, str] = {}
+    env: dict[str, str] = dict(settings or {})
     with ExitStack() as stack:
         server = None
         if config == "uncached":
@@ -244,12 +246,16 @@ def run_config(
     expected: float,
     starts: list[np.ndarray],
     save: Path | None = None,
+    settings: dict[str, str] | None = None,
 ) -> Summary:
     voices = available_voices()
     results: list[CallFigures] = []
     started = time.monotonic()
     prefix = f"bench-turns-{config}-"
-    with tempfile.TemporaryDirectory(prefix=prefix) as tmp, system_for(config, Path(tmp)) as (system, server):
+    with (
+        tempfile.TemporaryDirectory(prefix=prefix) as tmp,
+        system_for(config, Path(tmp), settings) as (system, server),
+    ):
         print(
             f"{config}: system up in {time.monotonic() - started:.1f} s (TLS port {system.tls_port})",
             flush=True,
@@ -300,7 +306,21 @@ def main() -> None:
     parser.add_argument(
         "--save", type=Path, help="write each call's timeline here (pickle), to analyse again"
     )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a config key for every service, e.g. asr.preemptive=true (repeatable)",
+    )
     args = parser.parse_args()
+    settings = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        if not (section and name and value):
+            parser.error(f"--set wants SECTION.KEY=VALUE, not {item!r}")
+        settings[f"ACTIVECALL_{section.upper()}__{name.upper()}"] = value
     sys.setswitchinterval(0.0005)  # the sending thread gets the GIL back within half a millisecond
     configs = args.config or list(CONFIGS)
     calls = 1 if args.quick else max(1, args.calls)
@@ -314,7 +334,9 @@ def main() -> None:
         f"{calls} call(s) per configuration"
     )
     summaries = {
-        config: run_config(config, calls, args.seed, args.verbose, synth, expected, starts, args.save)
+        config: run_config(
+            config, calls, args.seed, args.verbose, synth, expected, starts, args.save, settings
+        )
         for config in configs
     }
     print(format_summary("", summaries[configs[0]]))

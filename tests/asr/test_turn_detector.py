@@ -320,3 +320,32 @@ def test_an_unsure_verdict_waits_in_between() -> None:
     assert settings.wait_ms(0.05) == settings.wait_ms(SURE_UNFINISHED) == 1200
     assert settings.wait_ms((SURE_FINISHED + SURE_UNFINISHED) / 2) == 750
     assert TurnSettings(incomplete_silence_ms=1200, max_silence_ms=900).wait_ms(0.0) == 900
+
+
+def test_a_preemptive_detector_ends_at_the_verdict_and_moves_the_wait_to_the_reply() -> None:
+    settings = TurnSettings(
+        pause_ms=200, complete_silence_ms=300, incomplete_silence_ms=1200, preemptive=True
+    )
+    detector = TurnDetector(settings)
+    (ask,) = feed(detector, "#" * 20 + "." * 10)  # speech to 400 ms, then 200 ms of silence
+    unsure = Verdict(False, (SURE_FINISHED + SURE_UNFINISHED) / 2, text_cue("hello"))
+    end = detector.answer(ask.pause, unsure)
+    assert isinstance(end, TurnEnd) and end.eot == "incomplete"
+    assert end.decided_ms == 600 and end.reply_at_ms == 400 + settings.wait_ms(unsure.probability) == 1150
+    # The caller goes on: that is a turn of its own, judged again at its pause.
+    (ask,) = feed(detector, "#" * 10 + "." * 10, 1300)
+    end = detector.answer(ask.pause, verdict(True))
+    assert end is not None and end.eot == "complete" and end.reply_at_ms == 1500 + 300
+    # Without it the same verdict ends nothing until the wait is over, and says no reply time.
+    plain = TurnDetector(TurnSettings(pause_ms=200, complete_silence_ms=300, incomplete_silence_ms=1200))
+    (ask,) = feed(plain, "#" * 20 + "." * 10)
+    assert plain.answer(ask.pause, unsure) is None
+    (end,) = feed(plain, "." * 28, 600)
+    assert isinstance(end, TurnEnd) and end.decided_ms == 1160 and end.reply_at_ms == 0
+
+
+def test_preemptive_is_a_setting_and_a_playbook_key() -> None:
+    assert not turn_settings(AsrSettings())[0].preemptive
+    assert turn_settings(load_config(None, env={"ACTIVECALL_ASR__PREEMPTIVE": "true"}).asr)[0].preemptive
+    playbook = parse_playbook("---\nturn:\n  preemptive: true\n---\nBe brief.\n", "early.md")
+    assert turn_settings(AsrSettings(), playbook)[0].preemptive

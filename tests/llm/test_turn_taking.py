@@ -233,3 +233,12 @@ async def test_every_stage_of_an_answer_is_timed_key_presses_too(harness: Harnes
     assert record is not None
     assert record.timings[f"turn_latency:{spoken_turn}"] == 0.45
     assert {f"turn:{key_turn}:{stage}" for stage in stages} <= set(record.timings)
+
+
+async def test_a_preemptive_final_holds_the_replys_first_piece(harness: Harness) -> None:
+    await start_call(harness)
+    turn = await final(harness, "opening hours", reply_at_ms=5150)
+    await harness.wait_closed("c1", turn)
+    pieces = [p for p in await harness.say("c1") if p.turn_id == turn]
+    assert len(pieces) > 1
+    assert [p.not_before_ms for p in pieces] == [5150] + [0] * (len(pieces) - 1)

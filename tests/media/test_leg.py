@@ -328,3 +328,28 @@ async def test_a_peer_rekey_keeps_the_leg_outbound_srtp_and_srtcp_counting_on(
     peer.connect(peer.remote, client.opened.crypto_key)
     peer.send_frame(voiced(0.02))  # under the new key: taken
     await poll(counts, lambda now: now[1] == packets_in + 1)
+
+
+async def test_a_reply_waits_for_the_callers_media_clock(
+    bus: Bus, worker: MediaWorker, open_leg: OpenLeg
+) -> None:
+    client = await open_leg(worker, srtp=True)
+    await client.peer.play(voiced(0.6))
+    await poll(client.audio_in, lambda audio: len(audio) >= 4000)
+    frames = await bus.read({bus.keys.audio_in(client.call_id): "0"}, count=1000)
+    clock_ms = frames[-1].message.at_ms  # type: ignore[attr-defined]
+    agent = voiced(0.4, f0=180.0, seed=3.0).astype("<i2").tobytes()
+
+    async def reply(turn_id: str, not_before_ms: int) -> None:
+        chunk = AudioChunk(
+            call_id=client.call_id, turn_id=turn_id, seq=0, pcm=agent, last=True, not_before_ms=not_before_ms
+        )
+        await bus.publish(bus.keys.audio_out(client.call_id), chunk)
+
+    await reply("later", clock_ms + 60_000)  # a minute of the caller's time away
+    await asyncio.sleep(1.0)
+    assert not [e for e in await client.events() if isinstance(e, PlaybackStarted)]
+    await client.command(StopPlayback(turn_id="later"))
+    await reply("due", clock_ms)  # already passed
+    (started,) = await wait_events(client, PlaybackStarted)
+    assert started.turn_id == "due"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 
 from activecall.media.playout import FRAME_BYTES, Playout
@@ -117,3 +119,14 @@ def test_chunks_at_other_rates_are_resampled_to_8khz() -> None:
     spectrum = np.abs(np.fft.rfft(played))
     assert np.argmax(spectrum) == round(300 * len(played) / 8000)  # still 300 Hz, now at 8 kHz
     assert 7600 < np.abs(played).max() < 8400
+
+
+def test_a_turn_does_not_start_before_its_start_time() -> None:
+    playout, events = make()
+    now = time.monotonic()
+    playout.add_chunk("early", 0, pcm(2), 8000, last=True, start_at=now + 3600)
+    assert run(playout, 3) == [(False, False)] * 3 and events == []
+    playout.cancel("early", "withdrawn")
+    playout.add_chunk("due", 0, pcm(2), 8000, last=True, start_at=now - 0.001)
+    assert run(playout, 2) == [(True, True), (True, False)]
+    assert events[-1] == PlaybackStarted(turn_id="due")

@@ -137,7 +137,9 @@ class AsrSettings:
     the Smart Turn model and silence), ``text`` (cues and silence) or ``silence`` (``endpoint_silence_ms``
     of silence alone). The first pause of ``pause_ms`` is judged once; then a finished sentence ends
     after ``complete_silence_ms`` of silence, an unfinished one after ``incomplete_silence_ms`` (at most
-    ``max_silence_ms``). ``vad`` classifies the frames: ``webrtc`` or ``silero``."""
+    ``max_silence_ms``). ``vad`` classifies the frames: ``webrtc`` or ``silero``. With ``preemptive``
+    the turn ends as soon as the pause is judged and the wait is kept at the reply's start instead,
+    so the answer is made while the caller's silence runs."""
 
     engine: Literal["auto", "vosk", "pocketsphinx"] = "auto"
     vosk_model_path: str = ""
@@ -149,6 +151,7 @@ class AsrSettings:
     complete_silence_ms: int = 300
     incomplete_silence_ms: int = 1200
     max_silence_ms: int = 2000
+    preemptive: bool = False
 
     def __post_init__(self) -> None:
         times = (self.pause_ms, self.complete_silence_ms, self.incomplete_silence_ms, self.max_silence_ms)

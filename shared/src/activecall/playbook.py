@@ -155,6 +155,7 @@ class TurnSettings:
     incomplete_silence_ms: int | None = None
     max_silence_ms: int | None = None
     endpoint_silence_ms: int | None = None
+    preemptive: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -766,6 +767,7 @@ _TURN_SPEC: Final[Mapping[str, _Converter]] = {
     "incomplete_silence_ms": _integer(1),
     "max_silence_ms": _integer(1),
     "endpoint_silence_ms": _integer(1),
+    "preemptive": _boolean,
 }
 _FOLLOW_UP_SPEC: Final[Mapping[str, _Converter]] = {
     "timeout_s": _number(0.0, above=True),

@@ -71,6 +71,7 @@ def turn_settings(asr: AsrSettings, playbook: Playbook | None = None) -> tuple[T
         "incomplete_silence_ms": asr.incomplete_silence_ms,
         "max_silence_ms": asr.max_silence_ms,
         "endpoint_silence_ms": asr.endpoint_silence_ms,
+        "preemptive": asr.preemptive,
     }
     base = dict(values)
     if playbook is not None:
@@ -85,6 +86,7 @@ def turn_settings(asr: AsrSettings, playbook: Playbook | None = None) -> tuple[T
             incomplete_silence_ms=v["incomplete_silence_ms"],
             max_silence_ms=v["max_silence_ms"],
             silence_ms=v["endpoint_silence_ms"],
+            preemptive=bool(v["preemptive"]),
         )
 
     try:
@@ -349,6 +351,7 @@ class CallRecognizer:
                     decided_ts=decided_ts,
                     eot=end.eot,
                     p_finished=round(end.verdict.probability, 3) if end.verdict else None,
+                    reply_at_ms=end.reply_at_ms,
                 ),
             )
             metrics.FINALS.inc()

@@ -557,6 +557,8 @@ class Conversation:
         )
         if work.entry is not None:
             turn.timer = self._timer(work.entry)
+            if isinstance(work.entry.message, TranscriptFinal):
+                turn.not_before_ms = work.entry.message.reply_at_ms
             self.timers[turn.turn_id] = turn.timer
             while len(self.timers) > TIMERS_KEPT:
                 self.timers.pop(next(iter(self.timers)))

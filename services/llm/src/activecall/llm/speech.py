@@ -27,9 +27,11 @@ class Speaker:
         turn_id: str,
         sent: dict[int, SayText] | None = None,
         interruptible: bool = True,
+        not_before_ms: int = 0,
     ) -> None:
         self.bus = bus
         self.interruptible = interruptible
+        self.not_before_ms = not_before_ms  # for the turn's first piece: its audio waits until then
         self.call_id = call_id
         self.turn_id = turn_id
         self.stream = bus.keys.say(call_id)
@@ -84,6 +86,7 @@ class Speaker:
             text=text,
             last=last,
             interruptible=self.interruptible,
+            not_before_ms=self.not_before_ms if seq == 0 else 0,
         )
         await with_reconnect(lambda: self.bus.publish(self.stream, piece), "say")
         self._closed = last

@@ -57,6 +57,7 @@ class Turn:
     timer: TurnTimer | None = None  # an answer to the caller: its stages are timed
     withdrawn: bool = False  # taken back before it was heard (the caller went on speaking)
     merged_ids: tuple[str, ...] = ()  # earlier caller events this turn answers with ``entry_id``
+    not_before_ms: int = 0  # the caller's media clock before which its audio must not start
 
     @property
     def entry_ids(self) -> tuple[str, ...]:
@@ -112,7 +113,9 @@ class TurnRunner:
         """The turn's speaker; a resumed session first looks up what was already sent for the turn."""
         if turn.speaker is None:
             sent = await sent_pieces(self.bus, self.call_id, turn.turn_id) if self.resuming else None
-            turn.speaker = Speaker(self.bus, self.call_id, turn.turn_id, sent, turn.interruptible)
+            turn.speaker = Speaker(
+                self.bus, self.call_id, turn.turn_id, sent, turn.interruptible, turn.not_before_ms
+            )
         return turn.speaker
 
     async def say(

@@ -117,6 +117,7 @@ class Leg:
         self._paused_at = 0.0  # when caller speech paused the playing turn
         self.recorder: StereoRecorder | None = None
         self.orphan_due: float | None = None  # set by an unanswered media.timeout
+        self.clock_offset_ms = 0  # a takeover leg's caller clock goes on from its predecessor's
 
     # ------------------------------------------------------------------ what the halves hold
 
@@ -286,6 +287,14 @@ class Leg:
             self.orphan_due = None  # the caller's media came back
         if self.reports.due(now):
             self.send_rtcp()
+
+    def start_at(self, not_before_ms: int, now: float) -> float:
+        """The monotonic time at which the caller's media clock reaches ``not_before_ms`` (0: none).
+        Turned into our own clock at once, so a caller whose packets stop does not hold a reply up."""
+        if not not_before_ms:
+            return 0.0
+        ahead_ms = not_before_ms - (self.receiver.clock_ms + self.clock_offset_ms)
+        return now + ahead_ms / 1000 if ahead_ms > 0 else 0.0
 
     def orphaned(self, now: float) -> bool:
         """It reported ``media.timeout`` and no edge closed or updated it within ``orphan_grace``."""

@@ -12,7 +12,8 @@ conversation lets it go on; ``BargeIn`` and ``TurnCancelled`` when a turn is cut
 ``PlaybackFinished`` (with the milliseconds played) when a started turn ends, however it ends.
 
 Two rules keep the agent from talking over the caller: while ``hold`` is set (the caller is
-speaking) no turn starts, and a paused turn sends silence until it is resumed or cut.
+speaking) no turn starts, and a paused turn sends silence until it is resumed or cut. A turn made
+before the caller's silence was over waits for its ``start_at`` too.
 
 A leg that takes a call over from another worker (:mod:`activecall.media.takeover`) closes the turns
 that were over there and carries on the one that was playing from where the caller left it; that
@@ -21,6 +22,7 @@ turn's next frame is announced with ``PlaybackResumed``, not ``PlaybackStarted``
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,6 +58,7 @@ class Turn:
     resampler: Resampler | None = None
     interruptible: bool = True
     carried_over: bool = False  # started on another leg: its next frame here resumes it
+    start_at: float = 0.0  # monotonic time before which it may not start (0: any time)
 
     @property
     def available(self) -> int:
@@ -111,15 +114,23 @@ class Playout:
         return list(self._turns)
 
     def add_chunk(
-        self, turn_id: str, seq: int, pcm: bytes, sample_rate: int, last: bool, interruptible: bool = True
+        self,
+        turn_id: str,
+        seq: int,
+        pcm: bytes,
+        sample_rate: int,
+        last: bool,
+        interruptible: bool = True,
+        start_at: float = 0.0,
     ) -> bool:
         """Take one chunk; False when it is a duplicate or belongs to a finished or cancelled turn.
-        The first chunk of a turn says whether caller speech may pause it."""
+        The first chunk of a turn says whether caller speech may pause it, and when it may start
+        (``start_at``, monotonic: a reply made before the caller's silence was over)."""
         if turn_id in self._closed:
             return False
         turn = self._turns.get(turn_id)
         if turn is None:
-            turn = self._turns[turn_id] = Turn(turn_id, interruptible=interruptible)
+            turn = self._turns[turn_id] = Turn(turn_id, interruptible=interruptible, start_at=start_at)
         elif seq <= turn.last_seq or turn.complete:
             return False
         turn.last_seq = seq
@@ -150,7 +161,7 @@ class Playout:
                 break
             if turn.available >= FRAME_BYTES or (turn.complete and turn.available > 0):
                 if not turn.started:
-                    if self.hold:
+                    if self.hold or (turn.start_at and time.monotonic() < turn.start_at):
                         break
                     turn.started = True
                     self.emit(PlaybackStarted(turn_id=turn.turn_id))

@@ -334,6 +334,11 @@ class LegReceiver:
         self.speech_ended = time.monotonic() - silence_s - self.jitter.delay
         self.listener.caller_event(SpeechStopped(at_ms=at_ms))
 
+    @property
+    def clock_ms(self) -> int:
+        """The caller's media clock: the end of the last frame played out (the ``at_ms`` scale)."""
+        return (self._frames_out + len(self._batch)) * FRAME_MS
+
     def _publish_frame(self, pcm: bytes) -> None:
         batch = self._batch
         frames = 1

@@ -273,8 +273,15 @@ class MediaWorker:
         chunk = entry.message
         leg = self.by_call.get(self._stream_call[entry.stream])
         if isinstance(chunk, AudioChunk) and leg is not None:
+            start_at = leg.start_at(chunk.not_before_ms, time.monotonic()) if chunk.not_before_ms else 0.0
             leg.playout.add_chunk(
-                chunk.turn_id, chunk.seq, chunk.pcm, chunk.sample_rate, chunk.last, chunk.interruptible
+                chunk.turn_id,
+                chunk.seq,
+                chunk.pcm,
+                chunk.sample_rate,
+                chunk.last,
+                chunk.interruptible,
+                start_at=start_at,
             )
 
     async def _on_control(self, message: Message) -> None:
@@ -398,6 +405,7 @@ class MediaWorker:
         media clock, fill its playout, then follow ``audio:out`` from what was read."""
         pickup = await pick_up(self.bus, leg.call_id, heard_until)
         sink.ms, sink.seq = pickup.clock_ms, pickup.clock_seq
+        leg.clock_offset_ms = pickup.clock_ms
         leg.update(msg)
         del self._takeovers[leg.leg_id]
         if leg.closed:

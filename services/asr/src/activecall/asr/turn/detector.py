@@ -14,6 +14,12 @@ Fed one frame at a time (20 ms: is it speech, where is it on the media clock), i
 - ``resume_ms`` of speech during the wait cancels it (a click or a breath does not), and the next
   pause asks again.
 
+With ``preemptive`` the turn ends as soon as the verdict is in, and the wait it asked for becomes the
+reply's start instead: ``reply_at_ms`` (speech end plus that wait) travels with the final, so the
+recognizer's final, the answer and its speech are made while the caller's silence runs, and the
+reply's audio still does not start before it has run out. Speech that resumes before then is a new
+turn, and the answer not yet heard is taken back and merged with it (the conversation's floor rule).
+
 In the ``silence`` mode there is no judge: ``silence_ms`` of silence ends the turn. Time only moves
 with the frames (or :meth:`advance`, for audio that stopped coming), so the same audio always gives
 the same decisions: a worker that takes a call over decides as the first one did.
@@ -42,6 +48,7 @@ class TurnSettings:
     silence_ms: int = 500  # the silence mode's whole rule
     min_speech_ms: int = 120  # less speech than this and no words is not a turn (a click)
     resume_ms: int = 60  # speech that cancels a wait
+    preemptive: bool = False  # end at the verdict; the wait moves to the reply's start
 
     def __post_init__(self) -> None:
         if self.mode not in TURN_MODES:
@@ -80,6 +87,7 @@ class TurnEnd:
     decided_ms: int  # media clock of the decision
     speech_ms: int
     verdict: Verdict | None = None
+    reply_at_ms: int = 0  # preemptive: the media clock before which no reply may start
 
 
 Event = AskJudge | TurnEnd
@@ -188,11 +196,23 @@ class TurnDetector:
         s = self.settings
         if self.verdict is None:
             return self._end("silence") if self.silence_ms >= s.max_silence_ms else None
-        if self.silence_ms < s.wait_ms(self.verdict.probability):
+        wait_ms = s.wait_ms(self.verdict.probability)
+        eot = "complete" if self.verdict.finished else "incomplete"
+        if s.preemptive:
+            return self._end(eot, reply_at_ms=self.speech_end_ms + wait_ms)
+        if self.silence_ms < wait_ms:
             return None
-        return self._end("complete" if self.verdict.finished else "incomplete")
+        return self._end(eot)
 
-    def _end(self, eot: str) -> TurnEnd:
-        end = TurnEnd(eot, self.start_ms, self.speech_end_ms, self.position_ms, self.speech_ms, self.verdict)
+    def _end(self, eot: str, reply_at_ms: int = 0) -> TurnEnd:
+        end = TurnEnd(
+            eot,
+            self.start_ms,
+            self.speech_end_ms,
+            self.position_ms,
+            self.speech_ms,
+            self.verdict,
+            reply_at_ms,
+        )
         self.reset()
         return end
