@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from activecall.bus import Bus
-from activecall.store import CallRecord, CallStore
+from activecall.store import ENDED_AUDIO_RETENTION_S, CallRecord, CallStore
 
 
 async def test_call_record_life(bus: Bus) -> None:
@@ -30,7 +30,10 @@ async def test_call_record_life(bus: Bus) -> None:
         {"speaker": "agent", "text": "Hello", "at": 1.0},
         {"speaker": "caller", "text": "Hi there", "at": 2.0},
     ]
+    stale_cursor = bus.keys.cursor("asr", "c1")  # a session whose worker died with the call
+    await bus.redis.hset(stale_cursor, "stream", "1-0")
     await store.finish("c1", reason="bye")
+    assert 0 < await bus.redis.ttl(stale_cursor) <= ENDED_AUDIO_RETENTION_S
     ended = await store.get("c1")
     assert ended is not None and (ended.state, ended.end_reason) == ("ended", "bye") and ended.ended > 0
     assert await store.active_ids() == []

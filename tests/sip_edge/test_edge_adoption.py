@@ -176,6 +176,37 @@ async def test_after_a_kill_and_restart_the_callers_bye_is_answered_and_the_call
     assert '"call adopted"' in successor.log_text()
 
 
+async def test_a_lone_edge_sent_sigterm_leaves_its_call_to_its_successor(
+    edges_started: Edges, media: MediaResponder, bus: Bus, tmp_path: Path
+) -> None:
+    port = udp_port()
+    draining = await edges_started.start("edge-a", port)
+    sipp = Sipp(
+        SCENARIOS / "uac_call.xml",  # any BYE of ours would break its script
+        tmp_path / "sipp",
+        remote=f"127.0.0.1:{port}",
+        pause_ms=8000,
+        timeout_s=60,
+        extra=["-s", CALLEE],
+    )
+    run = asyncio.create_task(asyncio.to_thread(sipp.run))
+    leg = await edges_started.answered_call(media)
+    assert draining.process is not None
+    draining.process.send_signal(signal.SIGTERM)
+    returncode = await asyncio.to_thread(draining.process.wait, 15)  # well inside its 20 s drain
+    assert returncode == 0, draining.log_text()[-3000:]
+    assert '"draining: calls left to this edge\'s successor"' in draining.log_text()
+    record = await edges_started.record(leg.call_id)
+    assert record is not None and (record.state, record.edge) == ("answered", "edge-a")
+    assert not leg.closed
+    successor = await edges_started.start("edge-b", port)
+    result = await run
+    assert result.ok, result.describe() + successor.log_text()[-3000:]
+    ended = await edges_started.ended(leg.call_id)
+    assert (ended.edge, ended.end_reason) == ("edge-b", "remote hangup")
+    await poll(lambda: leg.closed)
+
+
 async def test_a_hangup_sent_after_the_restart_reaches_the_caller_as_a_bye(
     edges_started: Edges, media: MediaResponder, bus: Bus, tmp_path: Path
 ) -> None:

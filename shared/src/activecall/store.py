@@ -15,7 +15,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from activecall.bus import Command, Keys, as_str
-from activecall.contract import CallState
+from activecall.contract import SESSION_ROLES, CallState
 
 ENDED_RETENTION_S = 7 * 24 * 3600
 # The audio and say streams of an ended call serve nobody once its sessions stopped, and they are most
@@ -103,7 +103,10 @@ def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallStat
         keys.events(call_id),
         *(keys.call_stream(call_id, n) for n in sorted(_SEPARATE_FIELDS)),
     )
-    audio = (keys.audio_in(call_id), keys.audio_out(call_id), keys.say(call_id))
+    # A session deletes its cursor when it ends; one that never ends (its worker died as the call
+    # did) must not leave it for good.
+    cursors = tuple(keys.cursor(role, call_id) for role in SESSION_ROLES)
+    audio = (keys.audio_in(call_id), keys.audio_out(call_id), keys.say(call_id), *cursors)
     return [
         hset_command(keys.call(call_id), values),
         ("SREM", keys.calls_active(), call_id),

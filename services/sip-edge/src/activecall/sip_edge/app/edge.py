@@ -42,6 +42,7 @@ log = logging.getLogger("activecall.sip_edge.app.edge")
 
 MAX_CALLS = 5000
 RETRY_AFTER_S = 5
+DRAIN_POLL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -152,14 +153,30 @@ class Edge:
             registration.start()
 
     async def drain(self) -> None:
-        """Take no new calls (INVITEs get 503, originates stay queued), adopt none, and wait for the
-        held ones to end or, while another edge is live, to be adopted by it (our beat says
-        draining; the sweep lets go of each call another edge took, without a BYE)."""
+        """Take no new calls (INVITEs get 503, originates stay queued), adopt none, and hand the held
+        ones on: while another edge is live it adopts them (our beat says draining; the sweep lets go
+        of each call another edge took, without a BYE); with none, once every call is answered they
+        are left in Redis, without a BYE, for this edge's successor to adopt."""
         self.draining = True
         self.adoption.draining = True
         await self._stop_task(self._originate)
         self._originate = None
+        while self.calls:
+            held = list(self.calls.values())
+            if all(call.answered for call in held) and not await self._other_edge_live():
+                for call in held:
+                    call.release()
+                log.info("draining: calls left to this edge's successor", extra={"calls": len(held)})
+                break
+            await asyncio.sleep(DRAIN_POLL_S)
         await self.calls.wait_idle()
+
+    async def _other_edge_live(self) -> bool:
+        try:
+            edges = await self.adoption.edges()
+        except REDIS_DOWN:
+            return True  # cannot tell: keep the calls until Redis answers or the drain timeout
+        return bool(edges.live - edges.draining - {self.edge_id})
 
     async def stop(self) -> None:
         self.draining = True

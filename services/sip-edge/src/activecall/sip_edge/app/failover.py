@@ -4,7 +4,9 @@ Every ``poll_s`` the edge reads the registry (one HGETALL of a hash with a field
 worker is lost when its beat has not changed for ``media.failover_after`` seconds of the edge's own
 clock, so the clocks of other hosts do not matter, or when its entry is gone (it stopped, or was
 pruned). A worker whose beat says ``draining`` asks for its calls to be moved. Each answered call on
-such a worker gets :meth:`Call.move_media`: a new leg on a live worker and a re-INVITE.
+such a worker gets :meth:`Call.move_media`: a new leg on a live worker and a re-INVITE. A draining
+worker's call whose move failed (no worker took the leg, the peer refused) stays where it is and is
+tried again ``DRAIN_RETRY_S`` later, ``DRAIN_TRIES`` times in all.
 
 RFC 3261 section 14 asks that re-INVITEs sent automatically on a media failure come after a
 randomized interval: each move waits up to ``MOVE_SPREAD_S`` first, and at most ``MOVES_AT_ONCE``
@@ -38,6 +40,8 @@ log = logging.getLogger("activecall.sip_edge.app.failover")
 POLL_S: Final = 0.25
 MOVE_SPREAD_S: Final = 0.2
 MOVES_AT_ONCE: Final = 32
+DRAIN_RETRY_S: Final = 2.0
+DRAIN_TRIES: Final = 3
 # With every worker well, the calls are looked through only every this many polls: for a leg on a
 # worker the registry never showed (it came and went between two reads).
 FULL_CHECK_EVERY: Final = 4
@@ -137,7 +141,9 @@ class MediaFailover:
         self.clock = clock
         self.liveness = Liveness(failover_after)
         self.moving: set[str] = set()
-        self.stay: set[tuple[str, str]] = set()  # (call, draining worker) moves that failed: no retry
+        # (call, draining worker) moves that failed, and when to try again: the other workers may
+        # have been full or restarting, and the drain timeout is only the last resort.
+        self.stay: dict[tuple[str, str], tuple[float, int]] = {}  # -> (retry at, tries so far)
         self._slots = asyncio.Semaphore(MOVES_AT_ONCE)
         self._unread = False
         self._polls = 0
@@ -177,14 +183,21 @@ class MediaFailover:
             if not call.answered or call.call_id in self.moving:
                 continue
             reason = self.liveness.verdict(leg.worker, now)
-            if reason is None or (reason == MOVE_DRAINING and (call.call_id, leg.worker) in self.stay):
+            if reason is None or (
+                reason == MOVE_DRAINING and not self._may_try(call.call_id, leg.worker, now)
+            ):
                 continue
             self.moving.add(call.call_id)
             heard_until = self.liveness.heard_until(leg.worker)
             self.spawn(self._move(call, reason, heard_until), f"move-media-{call.call_id}")
         self.liveness.forget_gone(in_use)
         if self.stay:
-            self.stay &= {(c.call_id, c.leg.worker) for c in self.calls.values() if c.leg is not None}
+            held = {(c.call_id, c.leg.worker) for c in self.calls.values() if c.leg is not None}
+            self.stay = {k: v for k, v in self.stay.items() if k in held}
+
+    def _may_try(self, call_id: str, worker: str, now: float) -> bool:
+        retry_at, tries = self.stay.get((call_id, worker), (0.0, 0))
+        return tries < DRAIN_TRIES and now >= retry_at
 
     async def _move(self, call: Call, reason: str, heard_until: float) -> None:
         worker = call.leg.worker if call.leg is not None else ""
@@ -197,6 +210,7 @@ class MediaFailover:
                 )
                 moved = await call.move_media(reason, heard_until, self.external_ip, self.new_key)
             if not moved and reason == MOVE_DRAINING:
-                self.stay.add((call.call_id, worker))
+                tries = self.stay.get((call.call_id, worker), (0.0, 0))[1] + 1
+                self.stay[(call.call_id, worker)] = (self.clock() + DRAIN_RETRY_S, tries)
         finally:
             self.moving.discard(call.call_id)
