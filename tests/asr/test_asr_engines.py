@@ -25,7 +25,7 @@ from activecall.asr.engines import (
     resolve_asr_engine,
 )
 from activecall.asr.engines import lm as hint_lm
-from activecall.asr.engines.pocketsphinx import TILT, FrontEnd, PocketSphinxEngine, shared_model
+from activecall.asr.engines.pocketsphinx import TILT, FrontEnd, PocketSphinxEngine
 from activecall.asr.engines.vosk import VoskEngine, supports_grammar
 from activecall.audio import corpus_word_accuracy, resample
 from activecall.config import AsrSettings
@@ -366,15 +366,3 @@ def test_vosk_without_a_model_says_how_to_get_one(monkeypatch: pytest.MonkeyPatc
         create_asr_engine("vosk", AsrSettings())
     with pytest.raises(AsrEngineError, match="Vosk model folder not found"):
         VoskEngine(tmp_path / "missing").warm_up()
-
-
-def test_the_decoder_pool_is_filled_for_a_full_load_before_calls_come(sphinx: PocketSphinxEngine) -> None:
-    model = shared_model(sphinx.paths)
-    sphinx.prepare(3)
-    ready = model.idle
-    assert ready >= 3
-    streams = [sphinx.open(8000) for _ in range(3)]  # taken from the pool, none made
-    assert model.idle == ready - 3
-    for stream in streams:
-        stream.close()
-    assert model.idle == ready

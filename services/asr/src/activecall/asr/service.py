@@ -122,14 +122,6 @@ class AsrService(SessionService):
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self.executor, self.warm_up)
         await super().start()
-        self.executor.submit(self.prepare)
-
-    def prepare(self) -> None:
-        """Ready the engine for a full load of calls, in the background (see AsrEngine.prepare)."""
-        try:
-            self.engine.prepare(self.session_capacity())
-        except Exception:
-            log.exception("preparing the recognizer for a full load failed")
 
     def warm_up(self) -> None:
         self.engine.warm_up()

@@ -75,11 +75,6 @@ class AsrEngine(ABC):
     def warm_up(self) -> None:
         """Load the models now rather than on the first call."""
 
-    def prepare(self, streams: int) -> None:
-        """Make ready what ``streams`` streams at once would need (in the background, after
-        ``warm_up``), so that opening them later costs little; by default nothing."""
-        return None
-
     @abstractmethod
     def open(self, sample_rate: int, hints: list[str] | None = None) -> AsrStream:
         """A stream for one call; ``hints`` are words and phrases the call is likely to contain."""

@@ -17,9 +17,8 @@ come from the general decoder. The hint decoder, with its small vocabulary, adds
 
 Decoders hold one utterance's state, so each stream takes a general decoder from a per-model pool
 (creating one costs about 0.7 s, mostly the 130k-word dictionary, with the GIL held all along) and
-returns it on close. Decoders are made one at a time, and the pool is filled up to the service's
-capacity in the background after start: several made at once would stall the process's event loop
-for seconds, past its session leases, as calls arriving together used to; hint
+returns it on close. Decoders are made one at a time: calls that arrived together each made one at
+once, which stalled the process's event loop for seconds, past its session leases; hint
 decoders load a small dictionary and are made per stream in about 20 ms. PocketSphinx's Python
 binding keeps the GIL while it decodes, so the streams of one process share one core: the asr
 service scales PocketSphinx by processes (about 1 / RTF streams each, see bench/bench_asr.py).
@@ -157,29 +156,10 @@ class SphinxModel:
             if self._idle:
                 return self._idle.pop()
         with self._making:
-            with self._lock:  # one may have been given back or made meanwhile
+            with self._lock:  # one may have been given back meanwhile
                 if self._idle:
                     return self._idle.pop()
-            return self._make_decoder()
-
-    @property
-    def idle(self) -> int:
-        """Decoders in the pool, ready for a stream."""
-        with self._lock:
-            return len(self._idle)
-
-    def fill(self, count: int) -> None:
-        """Make decoders until ``count`` are idle in the pool (at most ``POOL_KEPT``)."""
-        while True:
-            with self._making:
-                with self._lock:
-                    if len(self._idle) >= min(count, POOL_KEPT):
-                        return
-                decoder = self._make_decoder()
-            self.give_back(decoder)
-
-    def _make_decoder(self) -> Any:
-        decoder = _pocketsphinx().Decoder(**self.options(dict=self.paths.dictionary, lm=self.paths.lm))
+            decoder = _pocketsphinx().Decoder(**self.options(dict=self.paths.dictionary, lm=self.paths.lm))
         self.log_base = float(decoder.config["logbase"])
         return decoder
 
@@ -411,10 +391,6 @@ class PocketSphinxEngine(AsrEngine):
         model = shared_model(self.paths)
         model.give_back(model.take_decoder())
         model.background()
-
-    def prepare(self, streams: int) -> None:
-        """Fill the decoder pool for ``streams`` streams at once, one decoder at a time."""
-        shared_model(self.paths).fill(streams)
 
     def open(self, sample_rate: int, hints: list[str] | None = None) -> PocketSphinxStream:
         return PocketSphinxStream(shared_model(self.paths), sample_rate, hints)
