@@ -345,7 +345,7 @@ def test_a_preemptive_detector_ends_at_the_verdict_and_moves_the_wait_to_the_rep
 
 
 def test_preemptive_is_a_setting_and_a_playbook_key() -> None:
-    assert not turn_settings(AsrSettings())[0].preemptive
-    assert turn_settings(load_config(None, env={"ACTIVECALL_ASR__PREEMPTIVE": "true"}).asr)[0].preemptive
-    playbook = parse_playbook("---\nturn:\n  preemptive: true\n---\nBe brief.\n", "early.md")
-    assert turn_settings(AsrSettings(), playbook)[0].preemptive
+    assert turn_settings(AsrSettings())[0].preemptive
+    assert not turn_settings(load_config(None, env={"ACTIVECALL_ASR__PREEMPTIVE": "false"}).asr)[0].preemptive
+    playbook = parse_playbook("---\nturn:\n  preemptive: false\n---\nBe brief.\n", "late.md")
+    assert not turn_settings(AsrSettings(), playbook)[0].preemptive

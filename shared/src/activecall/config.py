@@ -151,7 +151,7 @@ class AsrSettings:
     complete_silence_ms: int = 300
     incomplete_silence_ms: int = 1200
     max_silence_ms: int = 2000
-    preemptive: bool = False
+    preemptive: bool = True
 
     def __post_init__(self) -> None:
         times = (self.pause_ms, self.complete_silence_ms, self.incomplete_silence_ms, self.max_silence_ms)
