@@ -19,9 +19,11 @@ APT_PACKAGES := redis-server curl baresip sip-tester kamailio kamailio-tls-modul
 MODEL_WHEELS := pipecat-ai==1.14.0 silero-vad==6.2.3
 CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
+CHAOS_CALLS ?= 20
+CHAOS_ROLES ?= asr,llm,tts,media,sip-edge,rolling
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-messages bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns compose-config clean
+.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-messages bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns chaos compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -92,6 +94,9 @@ bench-tts: ## speech synthesis: time to first audio, real-time factor, voices pe
 
 bench-turns: ## turn-taking heard by a SIP/TLS + SRTP caller: v2v latency, barge-in, backchannels (3 configs)
 	$(PY) bench/bench_turns.py
+
+chaos: ## live SRTP calls through a kill of each role and a rolling restart: survived, audio gap, zombies, leaks (CHAOS_CALLS=20, CHAOS_ROLES=media,asr)
+	$(PY) bench/bench_chaos.py --calls $(CHAOS_CALLS) --roles $(CHAOS_ROLES)
 
 compose-config: ## validate deploy/docker-compose.yml
 	docker-compose -f deploy/docker-compose.yml --env-file deploy/.env.example config -q

@@ -1,5 +1,7 @@
 """One call as a phone makes it: SIP over TLS, SRTP both ways, 20 ms packets paced on a monotonic grid
-from a thread of their own, every packet received stamped on arrival in another thread."""
+from a thread of their own, every packet received stamped on arrival in another thread. A re-offer
+that moves the system's media (a re-INVITE after a media worker was lost) retargets the sender and
+rekeys the receiver."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import numpy as np
 from turns import g711
 from turns.metrics import FRAME, SPEECH_DBFS, Timeline, Utterance, frame_dbfs, speech_frames
 from turns.rtp import PCMU, Srtp, build_rtp, inline_key, is_rtcp, key_from_inline, new_key, parse_rtp
-from turns.sip import SipClient, parse_sdp_answer, sdp_offer
+from turns.sip import SdpAnswer, SipClient, parse_sdp_answer, sdp_offer
 from turns.voices import Clip, Step
 
 log = logging.getLogger("bench.turns")
@@ -48,11 +50,14 @@ class Queued:
 
 
 class Sender(threading.Thread):
-    """Packet n leaves at origin + n * 20 ms: the queued clip's next frame, else G.711 silence."""
+    """Packet n leaves at origin + n * 20 ms: the queued clip's next frame, else G.711 silence.
+    ``precise`` spins out the last 1.5 ms of each wait at real-time priority; many calls at once
+    (``make chaos``) pace with sleeps alone, or their spinning would starve the system under test."""
 
-    def __init__(self, sock: socket.socket, dest: tuple[str, int], srtp: Srtp) -> None:
+    def __init__(self, sock: socket.socket, dest: tuple[str, int], srtp: Srtp, precise: bool = True) -> None:
         super().__init__(name="rtp-sender", daemon=True)
         self.sock, self.dest, self.srtp = sock, dest, srtp
+        self.precise = precise
         self.queue: collections.deque[Queued] = collections.deque()
         self.stop = threading.Event()
         self.sent = 0
@@ -62,13 +67,18 @@ class Sender(threading.Thread):
         self._sequence = secrets.randbits(16)
         self._timestamp = secrets.randbits(32)
 
+    def retarget(self, dest: tuple[str, int]) -> None:
+        """Send the next packets there (the peer's media moved); one assignment, read once a packet."""
+        self.dest = dest
+
     def play(self, clip: Clip) -> Queued:
         item = Queued(clip)
         self.queue.append(item)
         return item
 
     def run(self) -> None:
-        realtime()
+        if self.precise:
+            realtime()
         origin = time.monotonic()
         n = 0
         current: Queued | None = None
@@ -77,9 +87,11 @@ class Sender(threading.Thread):
         while not self.stop.is_set():
             due = origin + n * PACKET_S
             wait = due - time.monotonic()
-            if wait > 0.002:
+            if not self.precise:
+                time.sleep(max(0.0, wait))
+            elif wait > 0.002:
                 time.sleep(wait - 0.0015)
-            while time.monotonic() < due:
+            while self.precise and time.monotonic() < due:
                 pass
             if current is None and self.queue:
                 current, offset, marker = self.queue.popleft(), 0, True
@@ -115,17 +127,27 @@ class Sender(threading.Thread):
 class Receiver(threading.Thread):
     """Stamps each datagram with time.monotonic() as it is read, then unprotects and decodes it."""
 
-    def __init__(self, sock: socket.socket, srtp: Srtp) -> None:
+    def __init__(self, sock: socket.socket, srtp: Srtp, precise: bool = True) -> None:
         super().__init__(name="rtp-receiver", daemon=True)
         self.sock, self.srtp = sock, srtp
+        self.precise = precise  # read at real-time priority
         self.packets: list[tuple[float, bool]] = []  # (arrival, speech)
         self.audio: list[np.ndarray] = []  # decoded, one entry per packet
         self.errors: collections.Counter[str] = collections.Counter()
         self.stop = threading.Event()
+        self.last_datagram = 0.0  # arrival of the last datagram of any kind, decrypted or not
+        self.rekeyed_at: list[float] = []
         self.sock.settimeout(0.1)
 
+    def rekey(self, srtp: Srtp) -> None:
+        """Unprotect what arrives from now on with the peer's new key (a new SSRC is fine: the
+        context takes any inbound SSRC)."""
+        self.srtp = srtp
+        self.rekeyed_at.append(time.monotonic())
+
     def run(self) -> None:
-        realtime()
+        if self.precise:
+            realtime()
         while not self.stop.is_set():
             try:
                 data = self.sock.recv(2048)
@@ -134,6 +156,7 @@ class Receiver(threading.Thread):
             except OSError:
                 return
             arrived = time.monotonic()
+            self.last_datagram = arrived
             if is_rtcp(data):
                 continue
             try:
@@ -166,7 +189,18 @@ class Receiver(threading.Thread):
         return found
 
 
-def _wait(condition: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
+def follow_offers(sip: SipClient, sender: Sender, receiver: Receiver) -> None:
+    """Move the call's media where each re-offer says: send to its address with our key, and read
+    what comes with its key (RFC 4568 section 7.1.4: a new key in a re-offer re-keys the stream)."""
+
+    def moved(media: SdpAnswer) -> None:
+        receiver.rekey(Srtp(key_from_inline(media.crypto_inline), outbound=False))
+        sender.retarget((media.address, media.port))
+
+    sip.on_offer = moved
+
+
+def wait_until(condition: Callable[[], bool], timeout: float, step: float = 0.01) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if condition():
@@ -239,26 +273,27 @@ def run_call(
         receiver.start()
         sender = Sender(rtp, (answer.address, answer.port), Srtp(local_key, outbound=True))
         sender.start()
+        follow_offers(sip, sender, receiver)
         rx = receiver
 
         def quiet_for(seconds: float) -> bool:
             last = rx.last_speech()
             return last > 0 and time.monotonic() - last >= seconds
 
-        if not _wait(lambda: rx.last_speech() > 0, GREETING_WAIT_S):
+        if not wait_until(lambda: rx.last_speech() > 0, GREETING_WAIT_S):
             problems.append("no greeting heard")
-        _wait(lambda: quiet_for(QUIET_BEFORE_ASKING_S), QUIET_WAIT_S)
+        wait_until(lambda: quiet_for(QUIET_BEFORE_ASKING_S), QUIET_WAIT_S)
         asked_at = time.monotonic()
         for step in steps:
             if sip.remote_bye.is_set() or time.monotonic() - started > call_timeout_s:
                 problems.append("call ended early" if sip.remote_bye.is_set() else "call timed out")
                 break
             if step.when == "silence":
-                if not _wait(lambda: quiet_for(QUIET_BEFORE_ASKING_S), QUIET_WAIT_S):
+                if not wait_until(lambda: quiet_for(QUIET_BEFORE_ASKING_S), QUIET_WAIT_S):
                     problems.append(f"agent never quiet before {step.clip.text!r}")
             else:
                 since = asked_at
-                if not _wait(lambda since=since: rx.first_speech_after(since) > 0, REPLY_ONSET_WAIT_S):
+                if not wait_until(lambda since=since: rx.first_speech_after(since) > 0, REPLY_ONSET_WAIT_S):
                     problems.append(f"no agent reply to talk over with {step.clip.text!r}")
                     continue
                 onset = rx.first_speech_after(since)
@@ -277,7 +312,7 @@ def run_call(
                 utterances.append(said)
                 asked_at = said.speech_end
         # Let the last reply play out before hanging up.
-        _wait(lambda: quiet_for(QUIET_BEFORE_ASKING_S), QUIET_WAIT_S)
+        wait_until(lambda: quiet_for(QUIET_BEFORE_ASKING_S), QUIET_WAIT_S)
         bye_status = sip.hang_up()
     except Exception as exc:  # reported with the figures; the bench goes on with the next call
         problems.append(f"{type(exc).__name__}: {exc}")

@@ -2,6 +2,9 @@
 
 Enough for one call to a server that answers: INVITE, the provisional and final responses, ACK, BYE
 either way, and 200 OK to anything in-dialog the server asks (BYE, OPTIONS, a session-timer refresh).
+A re-INVITE or UPDATE whose offer moves the media (a new address, port or key, RFC 3264 section 8,
+RFC 4568 section 7.1.4) is answered with our description one version up and handed to ``on_offer``.
+When the server's connection is gone, the next request goes out on a new one (RFC 3261 section 18.1.1).
 Messages are framed on the stream by Content-Length (RFC 3261 section 18.3).
 """
 
@@ -14,6 +17,7 @@ import socket
 import ssl
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 USER_AGENT = "active-call-bench-turns/1"
@@ -124,6 +128,21 @@ def sdp_offer(address: str, port: int, key_inline: str, session_id: int | None =
     ])  # fmt: skip
 
 
+def next_version(sdp: str) -> str:
+    """``sdp`` with the o= session version one up: our answer to a re-offer is a new version of our
+    description, keeping the session id (RFC 3264 section 8)."""
+    lines = sdp.split("\r\n")
+    for i, line in enumerate(lines):
+        if line.startswith("o="):
+            fields = line[2:].split(" ")
+            if len(fields) != 6 or not fields[2].isdigit():
+                raise ValueError(f"bad origin line {line!r}")
+            fields[2] = str(int(fields[2]) + 1)
+            lines[i] = "o=" + " ".join(fields)
+            return "\r\n".join(lines)
+    raise ValueError("no o= line in the description")
+
+
 @dataclass(frozen=True)
 class SdpAnswer:
     address: str
@@ -134,7 +153,8 @@ class SdpAnswer:
 
 
 def parse_sdp_answer(text: str) -> SdpAnswer:
-    """The first audio stream of an answer: where to send, its payload types and its SRTP key."""
+    """The first audio stream of an answer (or of a re-offer): where to send, its payload types and
+    its SRTP key."""
     session_address, media_address = "", ""
     port, payload_types, crypto, mux, in_audio = 0, (), "", False, False
     for raw in text.splitlines():
@@ -256,50 +276,91 @@ def response(request: SipMessage, status: int, reason: str, body: str = "", cont
 # ------------------------------------------------------------------------------------------ the client
 
 
+def _media_of(body: str) -> SdpAnswer | None:
+    try:
+        return parse_sdp_answer(body) if body else None
+    except ValueError:
+        return None
+
+
 class CallFailed(Exception):
     pass
 
 
 class SipClient:
-    """One call over one TLS connection. A reader thread answers the server's requests and queues
-    responses; ``answered_at`` is the monotonic time the 200 OK of the INVITE was read."""
+    """One call over TLS. A reader thread answers the server's requests and queues responses;
+    ``answered_at`` is the monotonic time the 200 OK of the INVITE was read. ``on_offer`` gets the
+    media of each re-offer that changes it, after our 200 went out; ``reoffers`` lists (arrival,
+    method, our status) of every in-dialog INVITE and UPDATE."""
 
     def __init__(self, host: str, port: int, user: str, timeout: float = 10.0) -> None:
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE  # the system's certificate is self-signed
-        raw = socket.create_connection((host, port), timeout=timeout)
-        self.sock = context.wrap_socket(raw)
-        self.sock.settimeout(5.0)
+        self.host, self.port, self.timeout = host, port, timeout
+        self.sock = self._connect()
         local = self.sock.getsockname()
         self.dialog = Dialog(local[0], local[1], f"{host}:{port}", user)
         self.responses: queue.Queue[tuple[float, SipMessage]] = queue.Queue()
         self.remote_bye = threading.Event()
         self.answered_at = 0.0
         self.offer = ""
+        self.on_offer: Callable[[SdpAnswer], None] | None = None
+        self.reoffers: list[tuple[float, str, int]] = []
+        self.reconnects = 0
+        self._media: SdpAnswer | None = None  # what the server's last description said
         self._lock = threading.Lock()  # one TLS object: a read or a write at a time
         self._stop = threading.Event()
-        self._reader = threading.Thread(target=self._read, name="sip-reader", daemon=True)
-        self._reader.start()
+        self._reader = self._start_reader()
+
+    def _connect(self) -> ssl.SSLSocket:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # the system's certificate is self-signed
+        raw = socket.create_connection((self.host, self.port), timeout=self.timeout)
+        sock = context.wrap_socket(raw)
+        sock.settimeout(5.0)
+        return sock
+
+    def _start_reader(self) -> threading.Thread:
+        reader = threading.Thread(target=self._read, args=(self.sock,), name="sip-reader", daemon=True)
+        reader.start()
+        return reader
 
     def send(self, data: bytes) -> None:
+        """On the connection, or on a new one when the server's end has gone (a restarted server)."""
         with self._lock:
+            if self._reader.is_alive():
+                try:
+                    self.sock.sendall(data)
+                    return
+                except OSError:
+                    pass
+            self._reconnect()
             self.sock.sendall(data)
 
-    def _read(self) -> None:
+    def _reconnect(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self._reader is not threading.current_thread():
+            self._reader.join(timeout=1.0)
+        self.sock = self._connect()
+        self.reconnects += 1
+        self._reader = self._start_reader()
+
+    def _read(self, sock: ssl.SSLSocket) -> None:
         """Waits for data without the lock (select), then reads what is there under it: one TLS
         object must not be read and written at the same time."""
         buffer = b""
         while not self._stop.is_set():
             try:
-                if not self.sock.pending() and not select.select([self.sock], [], [], 0.05)[0]:
+                if not sock.pending() and not select.select([sock], [], [], 0.05)[0]:
                     continue
                 with self._lock:
-                    self.sock.setblocking(False)
+                    sock.setblocking(False)
                     try:
-                        chunk = self.sock.recv(MAX_MESSAGE)
+                        chunk = sock.recv(MAX_MESSAGE)
                     finally:
-                        self.sock.settimeout(5.0)
+                        sock.settimeout(5.0)
             except (ssl.SSLWantReadError, ssl.SSLWantWriteError, BlockingIOError):
                 continue
             except (OSError, ValueError):
@@ -311,17 +372,36 @@ class SipClient:
             for data in messages:
                 message = parse(data)
                 if message.is_request:
-                    self._answer(message)
+                    self._answer(message, now)
                 else:
                     self.responses.put((now, message))
 
-    def _answer(self, request: SipMessage) -> None:
+    def _answer(self, request: SipMessage, arrived: float) -> None:
         if request.method == "ACK":
             return
-        body = self.offer if request.method in ("INVITE", "UPDATE") and request.body else ""
+        if request.method in ("INVITE", "UPDATE") and request.body:
+            self._answer_offer(request, arrived)
+            return
+        body = self.offer if request.method in ("INVITE", "UPDATE") else ""
         self.send(response(request, 200, "OK", body, self.dialog.contact))
         if request.method == "BYE":
             self.remote_bye.set()
+
+    def _answer_offer(self, request: SipMessage, arrived: float) -> None:
+        """A re-offer: 200 with our description one version up, or 488 when it cannot be used."""
+        try:
+            media = parse_sdp_answer(request.body)
+        except ValueError:
+            self.reoffers.append((arrived, request.method, 488))
+            self.send(response(request, 488, "Not Acceptable Here", contact=self.dialog.contact))
+            return
+        self.offer = next_version(self.offer)
+        self.send(response(request, 200, "OK", self.offer, self.dialog.contact))
+        self.reoffers.append((arrived, request.method, 200))
+        moved = media != self._media
+        self._media = media
+        if moved and self.on_offer is not None:
+            self.on_offer(media)
 
     def call(self, sdp: str, timeout: float = 10.0) -> tuple[SipMessage, list[int]]:
         """INVITE until the final response; on 2xx the ACK goes out. Returns the 200 and the statuses
@@ -347,6 +427,7 @@ class SipClient:
             if message.status >= 300:
                 raise CallFailed(f"INVITE refused: {message.start}")
             self.answered_at = at
+            self._media = _media_of(message.body)
             self.dialog.established(message)
             self.send(self.dialog.ack())
             return message, statuses

@@ -1,0 +1,91 @@
+"""The events of the chaos scenarios: which copy of a role to kill (the one serving the calls), killing
+and restarting it, and the rolling SIGTERM restart of every role."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from activecall.bus import as_str
+from chaos.fleet import KEYS, Fleet
+
+RESTART_AFTER_S = 3.0
+RESTART_WAIT_S = 120.0
+
+
+@dataclass
+class EventLog:
+    started: float  # monotonic
+    lines: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        line = f"  event +{1000 * (time.monotonic() - self.started):6.0f} ms  {text}"
+        self.lines.append(line)
+        print(line, flush=True)
+
+
+def holders(fleet: Fleet, role: str, call_ids: list[str]) -> Counter[str]:
+    """How many of ``call_ids`` each copy of ``role`` serves (lease holders; legs for media)."""
+    counts: Counter[str] = Counter()
+    with fleet.client() as client:
+        if role == "media":
+            for service in fleet.of_role(role):
+                held = {as_str(c) for c in client.smembers(KEYS.media_legs(service.worker_id))}
+                counts[service.worker_id] = len(held & set(call_ids))
+        elif role == "sip-edge":
+            for call_id in call_ids:
+                edge = client.hget(KEYS.call(call_id), "edge")
+                if edge is not None:
+                    counts[as_str(edge)] += 1
+        else:
+            for call_id in call_ids:
+                owner = client.get(KEYS.lease(role, call_id))
+                if owner is not None:
+                    counts[as_str(owner)] += 1
+    return counts
+
+
+def victim(fleet: Fleet, role: str, call_ids: list[str]) -> str:
+    """The running copy of ``role`` that serves the most of the calls (the first copy if none does)."""
+    counts = holders(fleet, role, call_ids)
+    running = [s.worker_id for s in fleet.of_role(role) if s.running]
+    return max(running, key=lambda w: (counts[w], -running.index(w)))
+
+
+def kill_and_restart(fleet: Fleet, worker_id: str, log: EventLog) -> None:
+    """SIGKILL, then the same worker id (and ports) started again 3 s later, waited for until it beats."""
+    fleet.kill(worker_id)
+    log.note(f"SIGKILL {worker_id}")
+    time.sleep(max(0.0, log.started + RESTART_AFTER_S - time.monotonic()))
+    restart(fleet, worker_id, log)
+
+
+def restart(fleet: Fleet, worker_id: str, log: EventLog) -> None:
+    """Start the copy again and wait (bounded) for its beat; a failure is noted, not raised."""
+    since = time.time()
+    try:
+        fleet.launch(fleet.services[worker_id])
+        log.note(f"restarted {worker_id}")
+        if fleet.wait_live([worker_id], RESTART_WAIT_S, since):
+            log.note(f"{worker_id} beats again")
+        else:
+            log.note(f"{worker_id} did not beat within {RESTART_WAIT_S:.0f} s")
+    except RuntimeError as exc:
+        log.note(f"{worker_id} not restarted: {exc}")
+
+
+def rolling_restart(fleet: Fleet, roles: list[str], log: EventLog) -> None:
+    """SIGTERM every copy of every role in turn; each is started again and beating before the next
+    one stops, so at most one copy is missing at any time."""
+    for role in roles:
+        for service in fleet.of_role(role):
+            fleet.signal(service.worker_id, signal.SIGTERM)
+            log.note(f"SIGTERM {service.worker_id}")
+            if not fleet.wait_exit(service.worker_id, fleet.drain_timeout_s + 15.0):
+                fleet.kill(service.worker_id)
+                log.note(f"{service.worker_id} still running after its drain timeout: SIGKILL")
+            assert service.process is not None
+            log.note(f"{service.worker_id} exited with status {service.process.returncode}")
+            restart(fleet, service.worker_id, log)
