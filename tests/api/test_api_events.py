@@ -41,7 +41,7 @@ def sse_events(ids: list[str]) -> list[str]:
         '"callee":"sip:c@d.example","playbook":"","sample_rate":8000}\n\n',
         f"id: {ids[1]}\nevent: transcript.final\n"
         'data: {"call_id":"c1","ts":1700000001.25,"text":"hello there","start_ms":0,"end_ms":0,'
-        '"confidence":0.5,"utterance":0,"speech_end_ms":0,"decided_ts":0.0,"eot":""}\n\n',
+        '"confidence":0.5,"utterance":0,"speech_end_ms":0,"decided_ts":0.0,"eot":"","p_finished":null,"reply_at_ms":0}\n\n',
         f"id: {ids[2]}\nevent: probe\n"
         'data: {"call_id":"c1","ts":1700000002.0,"seq":1,"payload":"AAH/","worker":""}\n\n',
         f"id: {ids[3]}\nevent: call.ended\n"
@@ -152,6 +152,8 @@ async def test_websocket_sends_events_and_takes_commands(config: Config, bus: Bu
                 "speech_end_ms": 0,
                 "decided_ts": 0.0,
                 "eot": "",
+                "p_finished": None,
+                "reply_at_ms": 0,
             },
         }
         await ws.send(json.dumps({"command": "say", "text": "Hello there."}))

@@ -9,7 +9,7 @@ children dies); the two workers here are processes of the test.
 The moved leg keeps the first leg's SRTP key (``[media] failover_new_key = false``), sent from the new
 worker's own SSRC: baresip 1.0.0, the phone these machines have, keeps its receiving SRTP context
 when a re-INVITE brings a new key (re-keying a running stream came in baresip 3.12), so with a new
-key it would hear nothing. The new key is the default, and tests/sip_edge/test_media_failover.py
+key it would hear nothing. The new key is the default, and tests/sip_edge/test_edge_media_moves.py
 checks that baresip receives it.
 """
 
