@@ -206,7 +206,7 @@ class MediaFailover:
             async with self._slots:
                 log.info(
                     "moving a call off its media worker",
-                    extra={"call_id": call.call_id, "worker": worker, "reason": reason},
+                    extra={"call_id": call.call_id, "media_worker": worker, "reason": reason},
                 )
                 moved = await call.move_media(reason, heard_until, self.external_ip, self.new_key)
             if not moved and reason == MOVE_DRAINING:

@@ -119,7 +119,8 @@ class LegClient:
                 reply = await self._request(worker.id, request)
             except (BusTimeout, *REDIS_DOWN) as exc:
                 log.warning(
-                    "leg open failed", extra={"call_id": call_id, "worker": worker.id, "error": str(exc)}
+                    "leg open failed",
+                    extra={"call_id": call_id, "media_worker": worker.id, "error": str(exc)},
                 )
                 continue
             if isinstance(reply, LegOpened) and not reply.error and reply.port:
@@ -128,7 +129,9 @@ class LegClient:
                 return Leg(
                     leg_id, worker.id, reply.address, reply.port, srtp, reply.crypto_suite, reply.crypto_key
                 )
-            log.warning("leg refused", extra={"call_id": call_id, "worker": worker.id, "reply": repr(reply)})
+            log.warning(
+                "leg refused", extra={"call_id": call_id, "media_worker": worker.id, "reply": repr(reply)}
+            )
         raise LegError("no media worker could open a leg")
 
     async def update(self, call_id: str, leg: Leg, answer: Answer) -> None:
