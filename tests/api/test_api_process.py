@@ -187,7 +187,7 @@ def test_the_guides_curl_and_the_client_commands(api: ApiProcess) -> None:
         '22:13:20.250  call.answered      direction=outbound caller="" callee=tel:+4930123456 playbook="" '
         "sample_rate=8000",
         '22:13:21.500  transcript.final   text="hello there" start_ms=0 end_ms=0 confidence=0.75 utterance=0'
-        ' speech_end_ms=0 decided_ts=0.0 eot=""',
+        ' speech_end_ms=0 decided_ts=0.0 eot="" p_finished=null reply_at_ms=0',
         "22:13:22.000  call.ended         reason=bye by=callee status=200",
     ]
 
