@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 
 from activecall.bus import as_str
+from activecall.messages import decode
 from chaos.calls import ChaosCall, wait_until
 from chaos.events import EventLog, holders, kill_and_restart, rolling_restart, victim
 from chaos.fleet import KEYS, Fleet
@@ -190,8 +191,23 @@ def settle(
             time.sleep(1.0)
 
 
+def timeline(client: redis.Redis, call_id: str, since_wall: float) -> list[str]:
+    """The call's events, ms after the scenario's event began (what the system says it did)."""
+    stream = KEYS.events(call_id)
+    lines = []
+    for _, fields in client.xrange(stream):
+        message = decode(fields[b"m"])
+        detail = " ".join(
+            f"{k}={getattr(message, k)!r}"
+            for k in ("turn_id", "text", "reason", "eot", "reply_at_ms", "to_worker")
+            if getattr(message, k, None) not in (None, "", 0)
+        )
+        lines.append(f"      {1000 * (message.ts - since_wall):8.0f} ms  {message.TYPE} {detail}")
+    return lines
+
+
 def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices: list[str],
-                 baseline: PortUse) -> Outcome:  # fmt: skip
+                 baseline: PortUse, show_timeline: bool = False) -> Outcome:  # fmt: skip
     print(f"scenario {role}: {count} calls", flush=True)
     calls = place_calls(fleet, role, count, synth, voices)
     try:
@@ -203,10 +219,16 @@ def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices
             ]
         ready = sum(c.ready.is_set() and not c.problems for c in calls)
         print(f"  {ready}/{count} calls heard the greeting and are waiting", flush=True)
+        event_wall = time.time()
         log = run_event(fleet, role, [i for i in call_ids if i], calls)
         for call in calls:
             call.done.wait(max(1.0, 60.0 + SPEAK_AFTER_S - (time.monotonic() - log.started)))
         left, ports = settle(fleet, calls, call_ids, baseline)
+        if show_timeline:
+            with fleet.client() as client:
+                for call_id in call_ids:
+                    print(f"  timeline of {call_id}:")
+                    print("\n".join(timeline(client, call_id, event_wall)))
     finally:
         for call in calls:
             call.go.set()
@@ -246,6 +268,7 @@ def main() -> int:
     parser.add_argument("--calls", type=int, default=20, help="live calls per scenario (default 20)")
     parser.add_argument("--roles", default=",".join(ROLES), help=f"comma-separated, of {','.join(ROLES)}")
     parser.add_argument("--keep", action="store_true", help="keep the services' logs and config")
+    parser.add_argument("--timeline", action="store_true", help="print every call's bus events")
     args = parser.parse_args()
     roles = [r.strip() for r in args.roles.split(",") if r.strip()]
     unknown = [r for r in roles if r not in ROLES]
@@ -270,7 +293,7 @@ def main() -> int:
             flush=True,
         )
         for role in roles:
-            outcomes.append(run_scenario(fleet, role, args.calls, synth, voices, baseline))
+            outcomes.append(run_scenario(fleet, role, args.calls, synth, voices, baseline, args.timeline))
         failed = False
     except KeyboardInterrupt:
         print("interrupted: stopping everything", flush=True)
