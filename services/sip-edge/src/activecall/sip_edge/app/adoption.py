@@ -190,6 +190,11 @@ class Adoption:
 
     # ---------------------------------------------------------------- adopting one call
 
+    def claiming(self, call_id: str) -> asyncio.Future[Call | None] | None:
+        """The adoption of ``call_id`` in progress here, if any: the record may already name this
+        edge (so commands come here) before the call is in the table."""
+        return self._claims.get(call_id)
+
     async def adopt(
         self, call_id: str, how: str, edges: Edges | None = None, flow: Flow | None = None
     ) -> Call | None:

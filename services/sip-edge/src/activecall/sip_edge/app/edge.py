@@ -25,6 +25,7 @@ from activecall.contract import ConsumerGroup, EndReason
 from activecall.messages import Hangup, MediaTimeout, Originate, Transfer
 from activecall.sip_edge.app.admission import Acl, MediaPool
 from activecall.sip_edge.app.adoption import SWEEP_S, Adoption
+from activecall.sip_edge.app.call import Call
 from activecall.sip_edge.app.calls import Calls
 from activecall.sip_edge.app.failover import POLL_S, MediaFailover
 from activecall.sip_edge.app.handler import WebhookHandler, make_handler
@@ -277,10 +278,26 @@ class Edge:
         call_id = getattr(message, "call_id", "")
         call = self.calls.get(call_id)
         if call is None:
+            claim = self.adoption.claiming(call_id)
+            if claim is not None:
+                self.spawn(self._command_once_adopted(claim, message), f"command-{call_id}")
+                return
             log.info(
                 "command for an unknown call", extra={"call_id": call_id, "type": type(message).__name__}
             )
             return
+        self._apply(call, message)
+
+    async def _command_once_adopted(self, claim: asyncio.Future[Call | None], message: object) -> None:
+        try:
+            call = await asyncio.shield(claim)
+        except Exception:
+            call = None  # the adoption failed, and said so
+        if call is not None:
+            self._apply(call, message)
+
+    def _apply(self, call: Call, message: object) -> None:
+        call_id = call.call_id
         if isinstance(message, Hangup):
             call.hangup(message.reason or EndReason.HANGUP, message.by or "api")
         elif isinstance(message, Transfer):
