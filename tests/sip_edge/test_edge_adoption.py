@@ -30,7 +30,7 @@ from activecall.sip_edge.sip.syntax.message import make_response
 from activecall.store import CallRecord, CallStore
 from activecall.testing.media_responder import LegState, MediaResponder
 from activecall.testing.redis_server import free_port
-from activecall.testing.sipp import Sipp
+from activecall.testing.sipp import Sipp, SippResult
 
 CALLEE = "+15550004444"
 BEAT_TTL = 2.0
@@ -146,21 +146,28 @@ def udp_port() -> int:
     return free_port(socket.SOCK_DGRAM)
 
 
+def calling(
+    port: int, scenario: str, tmp_path: Path, pause_ms: int | None = None
+) -> asyncio.Task[SippResult]:
+    """SIPp playing ``scenario`` against the edge on ``port``, in the background (a minute at most)."""
+    sipp = Sipp(
+        SCENARIOS / scenario,
+        tmp_path / "sipp",
+        remote=f"127.0.0.1:{port}",
+        pause_ms=pause_ms,
+        timeout_s=60,
+        extra=["-s", CALLEE],
+    )
+    return asyncio.create_task(asyncio.to_thread(sipp.run))
+
+
 async def test_after_a_kill_and_restart_the_callers_bye_is_answered_and_the_call_ends(
     edges_started: Edges, media: MediaResponder, bus: Bus, tmp_path: Path
 ) -> None:
     port = udp_port()
     doomed = await edges_started.start("edge-a", port)
     # SIPp waits 6 s after its ACK, then says BYE, sent again until answered.
-    sipp = Sipp(
-        SCENARIOS / "uac_call.xml",
-        tmp_path / "sipp",
-        remote=f"127.0.0.1:{port}",
-        pause_ms=6000,
-        timeout_s=60,
-        extra=["-s", CALLEE],
-    )
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
+    run = calling(port, "uac_call.xml", tmp_path, pause_ms=6000)
     leg = await edges_started.answered_call(media)
     doomed.kill()
     successor = await edges_started.start("edge-b", port)
@@ -181,15 +188,7 @@ async def test_a_lone_edge_sent_sigterm_leaves_its_call_to_its_successor(
 ) -> None:
     port = udp_port()
     draining = await edges_started.start("edge-a", port)
-    sipp = Sipp(
-        SCENARIOS / "uac_call.xml",  # any BYE of ours would break its script
-        tmp_path / "sipp",
-        remote=f"127.0.0.1:{port}",
-        pause_ms=8000,
-        timeout_s=60,
-        extra=["-s", CALLEE],
-    )
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
+    run = calling(port, "uac_call.xml", tmp_path, pause_ms=8000)  # any BYE of ours would break its script
     leg = await edges_started.answered_call(media)
     assert draining.process is not None
     draining.process.send_signal(signal.SIGTERM)
@@ -212,14 +211,7 @@ async def test_a_hangup_sent_after_the_restart_reaches_the_caller_as_a_bye(
 ) -> None:
     port = udp_port()
     doomed = await edges_started.start("edge-a", port)
-    sipp = Sipp(
-        SCENARIOS / "uac_awaits_bye.xml",
-        tmp_path / "sipp",
-        remote=f"127.0.0.1:{port}",
-        timeout_s=60,
-        extra=["-s", CALLEE],
-    )
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
+    run = calling(port, "uac_awaits_bye.xml", tmp_path)
     leg = await edges_started.answered_call(media)
     doomed.kill()
     # Restarted under the same id: whether the command comes before or after the adoption, it counts.
@@ -239,14 +231,7 @@ async def test_a_hangup_sent_to_the_adopting_edge_reaches_the_caller(
 ) -> None:
     port = udp_port()
     doomed = await edges_started.start("edge-a", port)
-    sipp = Sipp(
-        SCENARIOS / "uac_awaits_bye.xml",
-        tmp_path / "sipp",
-        remote=f"127.0.0.1:{port}",
-        timeout_s=60,
-        extra=["-s", CALLEE],
-    )
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
+    run = calling(port, "uac_awaits_bye.xml", tmp_path)
     leg = await edges_started.answered_call(media)
     doomed.kill()
     killed_at = time.monotonic()

@@ -58,6 +58,21 @@ async def _call_from_baresip(harness: EdgeHarness, phone: BaresipPhone) -> str:
     return call_id
 
 
+async def _sipp_through_a_crash(
+    harness: EdgeHarness, worker_a: MediaResponder, scenario: str, tmp_path: Path
+) -> str:
+    """SIPp plays ``scenario`` against the edge while the first worker crashes once the call's leg is
+    updated; the call's id, once SIPp's script passed."""
+    sipp = Sipp(SCENARIOS / scenario, tmp_path, remote=harness.target(), extra=["-s", CALLEE])
+    run = asyncio.create_task(asyncio.to_thread(sipp.run))
+    leg_a = await poll(lambda: next(iter(worker_a.legs.values()), None), within=10)
+    await poll(lambda: leg_a.updates)
+    await worker_a.crash()
+    result = await run
+    assert result.ok, result.describe()
+    return leg_a.call_id
+
+
 async def test_a_crashed_workers_call_moves_and_baresip_takes_the_new_srtp_key(
     first_worker: tuple[EdgeHarness, MediaResponder], tmp_path: Path
 ) -> None:
@@ -156,14 +171,7 @@ async def test_sipp_answers_the_reinvite_and_the_call_goes_on(
     first_worker: tuple[EdgeHarness, MediaResponder], tmp_path: Path
 ) -> None:
     harness, worker_a = first_worker
-    sipp = Sipp(SCENARIOS / "uac_reinvite.xml", tmp_path, remote=harness.target(), extra=["-s", CALLEE])
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
-    leg_a = await poll(lambda: next(iter(worker_a.legs.values()), None), within=10)
-    await poll(lambda: leg_a.updates)
-    await worker_a.crash()
-    result = await run
-    assert result.ok, result.describe()
-    call_id = leg_a.call_id
+    call_id = await _sipp_through_a_crash(harness, worker_a, "uac_reinvite.xml", tmp_path)
     moved = await wait_event(harness, call_id, MediaMoved)
     ended = await wait_event(harness, call_id, CallEnded)
     (new_leg,) = harness.responder.legs.values()
@@ -178,15 +186,9 @@ async def test_a_reinvite_answered_491_is_sent_again_and_the_call_moves(
     first_worker: tuple[EdgeHarness, MediaResponder], tmp_path: Path
 ) -> None:
     harness, worker_a = first_worker
-    sipp = Sipp(SCENARIOS / "uac_reinvite_491.xml", tmp_path, remote=harness.target(), extra=["-s", CALLEE])
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
-    leg_a = await poll(lambda: next(iter(worker_a.legs.values()), None), within=10)
-    await poll(lambda: leg_a.updates)
-    await worker_a.crash()
-    result = await run
-    assert result.ok, result.describe()
-    moved = await wait_event(harness, leg_a.call_id, MediaMoved)
-    ended = await wait_event(harness, leg_a.call_id, CallEnded)
+    call_id = await _sipp_through_a_crash(harness, worker_a, "uac_reinvite_491.xml", tmp_path)
+    moved = await wait_event(harness, call_id, MediaMoved)
+    ended = await wait_event(harness, call_id, CallEnded)
     (new_leg,) = harness.responder.legs.values()
     assert moved.leg_id == new_leg.leg_id and len(new_leg.updates) == 1
     assert (ended.reason, ended.by) == ("remote hangup", "remote")
@@ -196,14 +198,8 @@ async def test_a_refused_reinvite_ends_the_call_with_bye_and_says_why(
     first_worker: tuple[EdgeHarness, MediaResponder], tmp_path: Path
 ) -> None:
     harness, worker_a = first_worker
-    sipp = Sipp(SCENARIOS / "uac_reinvite_488.xml", tmp_path, remote=harness.target(), extra=["-s", CALLEE])
-    run = asyncio.create_task(asyncio.to_thread(sipp.run))
-    leg_a = await poll(lambda: next(iter(worker_a.legs.values()), None), within=10)
-    await poll(lambda: leg_a.updates)
-    await worker_a.crash()
-    result = await run
-    assert result.ok, result.describe()
-    ended = await wait_event(harness, leg_a.call_id, CallEnded)
+    call_id = await _sipp_through_a_crash(harness, worker_a, "uac_reinvite_488.xml", tmp_path)
+    ended = await wait_event(harness, call_id, CallEnded)
     (new_leg,) = harness.responder.legs.values()
     await harness.responder.wait_for(lambda: new_leg.closed)
     assert ended.by == "media"

@@ -43,7 +43,7 @@ from activecall.config import RedisSettings
 from activecall.contract import FINAL_STATES, SESSION_ROLES, CallState, EndReason, Role
 from activecall.messages import CallEnded, CallStateChanged, SessionStart
 from activecall.registry import list_workers
-from activecall.store import finish_commands
+from activecall.store import finish_commands, record_time
 from activecall.tasks import stop_tasks
 
 log = logging.getLogger("activecall.reaper")
@@ -156,7 +156,9 @@ class Reaper:
             for call_id in chunk:
                 pipe.hmget(keys.call(call_id), ["state", "edge", "created"])
             for call_id, (state, edge, created) in zip(chunk, await pipe.execute(), strict=True):
-                seen.append(CallSeen(call_id, as_str(state or b""), as_str(edge or b""), _seconds(created)))
+                seen.append(
+                    CallSeen(call_id, as_str(state or b""), as_str(edge or b""), record_time(created))
+                )
         return seen
 
     async def _held_by_media(self, call_ids: Sequence[str]) -> set[str]:
@@ -239,10 +241,3 @@ class Reaper:
             if len(page) < CHUNK:
                 return
             start = "(" + as_str(page[-1][0])
-
-
-def _seconds(value: bytes | str | None) -> float:
-    try:
-        return float(value) if value is not None else 0.0
-    except ValueError:
-        return 0.0

@@ -92,15 +92,11 @@ class Heartbeat:
     async def beat(self) -> None:
         self.info.load = self.load()
         self.info.ts = time.time()
-        entry = (self.keys.workers(self.info.role), self.info.id, self.info.to_json())
-        if not self.owned:
-            await self.redis.hset(*entry)
-        else:
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.hset(*entry)
-            for key in self.owned:
-                pipe.pexpire(key, self.owned_ttl_ms)
-            await pipe.execute()
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hset(self.keys.workers(self.info.role), self.info.id, self.info.to_json())
+        for key in self.owned:
+            pipe.pexpire(key, self.owned_ttl_ms)
+        await pipe.execute()
         metrics.HEARTBEATS.labels(self.info.role).inc()
         metrics.WORKER_LOAD.labels(self.info.role).set(self.info.load)
         metrics.WORKER_CAPACITY.labels(self.info.role).set(self.info.capacity)

@@ -209,16 +209,19 @@ class SessionWorker:
         held = list(self.active.values())
         await stop_tasks([task for _, task in held])
         keys = self.bus.keys
+        pipe = self.bus.redis.pipeline(transaction=False)  # run in order, in one round trip
         for session, _ in held:
             self._forget(session.call_id)
             # The lease goes first: the worker that reads the new entry must be able to take it.
-            await self._release(keys=[keys.lease(self.role, session.call_id)], args=[self.worker_id])
-            pipe = self.bus.redis.pipeline(transaction=False)
+            await self._release(
+                keys=[keys.lease(self.role, session.call_id)], args=[self.worker_id], client=pipe
+            )
             pipe.xadd(self.stream, {FIELD: session.start.encode()})
             pipe.xack(self.stream, self.group, session.entry_id)
             pipe.xdel(self.stream, session.entry_id)
-            await pipe.execute()
-            metrics.SESSIONS_HANDED_OVER.labels(self.role).inc()
+        await pipe.execute()
+        metrics.SESSIONS_HANDED_OVER.labels(self.role).inc(len(held))
+        for session, _ in held:
             log.info("session handed over", extra={"role": self.role, "call_id": session.call_id})
 
     async def stop(self) -> None:

@@ -93,6 +93,14 @@ def create_commands(keys: Keys, record: CallRecord) -> list[Command]:
     ]
 
 
+def record_time(value: bytes | str | None) -> float:
+    """A time field of a call record (``created``, ``ended``) read raw: 0.0 when absent or unreadable."""
+    try:
+        return float(value) if value is not None else 0.0
+    except ValueError:
+        return 0.0
+
+
 def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallState.ENDED) -> list[Command]:
     """End the record, take it out of ``calls:active`` and let its keys and streams expire (run them
     in a transaction: a reader must not see an ended record still active). Every end runs these: the
@@ -106,14 +114,14 @@ def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallStat
     # A session deletes its cursor when it ends; one that never ends (its worker died as the call
     # did) must not leave it for good.
     cursors = tuple(keys.cursor(role, call_id) for role in SESSION_ROLES)
-    audio = (keys.audio_in(call_id), keys.audio_out(call_id), keys.say(call_id), *cursors)
+    short_lived = (keys.audio_in(call_id), keys.audio_out(call_id), keys.say(call_id), *cursors)
     return [
         hset_command(keys.call(call_id), values),
         ("SREM", keys.calls_active(), call_id),
         # The dialog holds SRTP keys and continues nothing once the call has ended.
         ("DEL", keys.dialog(call_id)),
         *(("EXPIRE", key, ENDED_RETENTION_S) for key in kept),
-        *(("EXPIRE", key, ENDED_AUDIO_RETENTION_S) for key in audio),
+        *(("EXPIRE", key, ENDED_AUDIO_RETENTION_S) for key in short_lived),
     ]
 
 

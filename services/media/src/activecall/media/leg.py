@@ -291,8 +291,6 @@ class Leg:
     def start_at(self, not_before_ms: int, now: float) -> float:
         """The monotonic time at which the caller's media clock reaches ``not_before_ms`` (0: none).
         Turned into our own clock at once, so a caller whose packets stop does not hold a reply up."""
-        if not not_before_ms:
-            return 0.0
         ahead_ms = not_before_ms - (self.receiver.clock_ms + self.clock_offset_ms)
         return now + ahead_ms / 1000 if ahead_ms > 0 else 0.0
 

@@ -31,6 +31,7 @@ from activecall.config import Config
 from activecall.contract import FINAL_STATES, Role
 from activecall.media.leg import Leg
 from activecall.registry import list_workers
+from activecall.store import record_time
 
 MEDIA_TIMEOUT: Final = "media_timeout"
 NO_EDGE: Final = "no_edge"
@@ -86,7 +87,7 @@ class LegWatch:
             if state is None:
                 continue
             if as_str(state) in FINAL_STATES:
-                since = wall - _seconds(ended)
+                since = wall - record_time(ended)
                 if since >= self.grace:
                     found.append((leg, CALL_ENDED, f"its call ended {since:.1f} s ago and no leg.close came"))
                 continue
@@ -100,10 +101,3 @@ class LegWatch:
             if edge_id not in live_edges:
                 found.append((leg, NO_EDGE, f"no RTP for {idle:.1f} s and its edge {edge_id!r} is gone"))
         return found
-
-
-def _seconds(value: bytes | str | None) -> float:
-    try:
-        return float(value) if value is not None else 0.0
-    except ValueError:
-        return 0.0

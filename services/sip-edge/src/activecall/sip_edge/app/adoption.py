@@ -36,7 +36,7 @@ from redis.exceptions import WatchError
 
 from activecall.bus import REDIS_DOWN, Bus, as_str
 from activecall.bus import now_ms as bus_now_ms
-from activecall.contract import CallState, Direction, EndReason, Role
+from activecall.contract import CallState, Direction, Role
 from activecall.messages import Hangup
 from activecall.registry import list_workers
 from activecall.sip_edge import metrics
@@ -301,7 +301,7 @@ class Adoption:
         for entry in self.bus.decode_entries(stream, page or []):
             message = entry.message
             if isinstance(message, Hangup) and message.call_id == call.call_id:
-                call.hangup(message.reason or EndReason.HANGUP, message.by or "api")
+                call.obey(message)
                 return
 
 

@@ -19,16 +19,18 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from activecall.bus import REDIS_DOWN, Bus, BusTimeout, Command, as_str, xadd_command
-from activecall.contract import SESSION_ROLES, CallState, Direction, Role
+from activecall.contract import SESSION_ROLES, CallState, Direction, EndReason, Role
 from activecall.messages import (
     CallAnswered,
     CallEnded,
     CallError,
     CallStateChanged,
     DtmfReceived,
+    Hangup,
     MediaMoved,
     Message,
     SessionStart,
+    Transfer,
     TransferRequested,
 )
 from activecall.metrics import BUS_PUBLISHED
@@ -387,6 +389,13 @@ class Call(SessionListener):
             log.info(
                 "call ended", extra={"call_id": self.call_id, "reason": reason, "by": by, "status": status}
             )
+
+    def obey(self, command: Hangup | Transfer) -> None:
+        """A command from ``edge:{edge}:control`` (the llm's or the api's)."""
+        if isinstance(command, Hangup):
+            self.hangup(command.reason or EndReason.HANGUP, command.by or "api")
+        else:
+            self.context.spawn(self.transfer(command.target), f"transfer-{self.call_id}")
 
     def hangup(self, reason: str, by: str) -> None:
         """End the call from our side, in whatever state it is."""

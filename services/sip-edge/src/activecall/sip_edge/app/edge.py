@@ -277,31 +277,28 @@ class Edge:
     def _command(self, message: object) -> None:
         call_id = getattr(message, "call_id", "")
         call = self.calls.get(call_id)
+        command = message if isinstance(message, Hangup | Transfer) else None
         if call is None:
             claim = self.adoption.claiming(call_id)
-            if claim is not None:
-                self.spawn(self._command_once_adopted(claim, message), f"command-{call_id}")
+            if claim is not None and command is not None:
+                self.spawn(self._command_once_adopted(claim, command), f"command-{call_id}")
                 return
             log.info(
                 "command for an unknown call", extra={"call_id": call_id, "type": type(message).__name__}
             )
             return
-        self._apply(call, message)
+        if command is not None:
+            call.obey(command)
 
-    async def _command_once_adopted(self, claim: asyncio.Future[Call | None], message: object) -> None:
+    async def _command_once_adopted(
+        self, claim: asyncio.Future[Call | None], message: Hangup | Transfer
+    ) -> None:
         try:
             call = await asyncio.shield(claim)
         except Exception:
             call = None  # the adoption failed, and said so
         if call is not None:
-            self._apply(call, message)
-
-    def _apply(self, call: Call, message: object) -> None:
-        call_id = call.call_id
-        if isinstance(message, Hangup):
-            call.hangup(message.reason or EndReason.HANGUP, message.by or "api")
-        elif isinstance(message, Transfer):
-            self.spawn(call.transfer(message.target), f"transfer-{call_id}")
+            call.obey(message)
 
     async def _events_loop(self) -> None:
         """Watch answered calls' event streams for ``media.timeout``, once every ``events_poll_s``:

@@ -218,28 +218,16 @@ class InviteSession:
         self._timer_handle: Cancellable | None = None
         self._retransmitter: _Retransmitter | None = None
         self._answer_in_ack = False
-        self._local_invite_pending = False
         self._peer_invite_idle = asyncio.Event()  # no re-INVITE of the peer in progress
         self._peer_invite_idle.set()
         self._last_ack: tuple[SipRequest, Destination] | None = None
-        self._invite_lock = asyncio.Lock()  # one INVITE transaction of ours at a time
+        self._invite_lock = asyncio.Lock()  # held while an INVITE transaction of ours is open
         self._tasks: set[asyncio.Task[Any]] = set()
         if dialog.is_uac:
             self.acked.set()
 
     def __repr__(self) -> str:
         return f"<InviteSession {self.dialog.call_id} {'uac' if self.dialog.is_uac else 'uas'}>"
-
-    @property
-    def _remote_invite_pending(self) -> bool:
-        return not self._peer_invite_idle.is_set()
-
-    @_remote_invite_pending.setter
-    def _remote_invite_pending(self, pending: bool) -> None:
-        if pending:
-            self._peer_invite_idle.clear()
-        else:
-            self._peer_invite_idle.set()
 
     @property
     def call_id(self) -> str:
@@ -323,7 +311,7 @@ class InviteSession:
             return
         retransmitter.stop()
         self._retransmitter = None
-        self._remote_invite_pending = False
+        self._peer_invite_idle.set()
         self.acked.set()
         if self._answer_in_ack and ack.body:
             self._answer_in_ack = False
@@ -369,19 +357,15 @@ class InviteSession:
     async def reinvite(self, body: bytes, headers: HeaderItems = ()) -> SipResponse:
         """A re-INVITE offering ``body``; a 2xx is ACKed and its answer kept (RFC 3261 section 14.1)."""
         async with self._invite_lock:
-            self._local_invite_pending = True
-            try:
-                extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
-                response, sent = await self._request("INVITE", extra, body, CONTENT_SDP)
-                if 200 <= response.status < 300:
-                    self.dialog.refresh_target(response)
-                    await self.send_ack(sent)
-                    self.local_sdp = body
-                    self.remote_sdp = response.body or self.remote_sdp
-                    self.listener.on_dialog_changed(self)
-                return response
-            finally:
-                self._local_invite_pending = False
+            extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
+            response, sent = await self._request("INVITE", extra, body, CONTENT_SDP)
+            if 200 <= response.status < 300:
+                self.dialog.refresh_target(response)
+                await self.send_ack(sent)
+                self.local_sdp = body
+                self.remote_sdp = response.body or self.remote_sdp
+                self.listener.on_dialog_changed(self)
+            return response
 
     async def reoffer(self, body: bytes, attempts: int = REOFFER_ATTEMPTS) -> SipResponse | None:
         """Offer new media in a re-INVITE (RFC 3261 section 14.1), None if the session ended first.
@@ -488,18 +472,18 @@ class InviteSession:
             self.spawn(self.request("NOTIFY", headers, body, f"{CONTENT_SIPFRAG};version=2.0"))
 
     def _on_invite(self, request: SipRequest, tx: ServerTransaction) -> None:
-        if self._local_invite_pending:
+        if self._invite_lock.locked():
             tx.reply(491)
             return
-        if self._remote_invite_pending:
+        if not self._peer_invite_idle.is_set():
             tx.reply(500, headers=[("Retry-After", str(random.randint(0, RETRY_AFTER_MAX)))])
             return
-        self._remote_invite_pending = True
+        self._peer_invite_idle.clear()
         self.dialog.refresh_target(request)
         self.spawn(self._answer_offer(request, tx))
 
     def _on_update(self, request: SipRequest, tx: ServerTransaction) -> None:
-        if self._local_invite_pending and request.body:
+        if self._invite_lock.locked() and request.body:
             tx.reply(491)
             return
         self.dialog.refresh_target(request)
@@ -512,25 +496,25 @@ class InviteSession:
             timer = negotiate_uas(request, self.sender.min_se)
             answer = await self._offer_answer(request)
         except IntervalTooBrief as exc:
-            self._remote_invite_pending = False
+            self._peer_invite_idle.set()
             tx.reply(STATUS_INTERVAL_TOO_SMALL, headers=[("Min-SE", str(exc.min_se))])
             return
         except NegotiationError as exc:
-            self._remote_invite_pending = False
+            self._peer_invite_idle.set()
             tx.reply(488, headers=[("Warning", exc.warning)])
             return
         except (SessionTimerError, SipParseError) as exc:
-            self._remote_invite_pending = False
+            self._peer_invite_idle.set()
             tx.reply(400, exc.reason)
             return
         except SdpError as exc:
-            self._remote_invite_pending = False
+            self._peer_invite_idle.set()
             warning = NegotiationError(WARN_MISCELLANEOUS, str(exc)[:100], "edge").warning
             tx.reply(488, headers=[("Warning", warning)])
             return
         except Exception:
             log.exception("cannot answer a re-offer", extra={"call_id": self.call_id})
-            self._remote_invite_pending = False
+            self._peer_invite_idle.set()
             tx.reply(500)
             return
         response = self._ok(request, answer if (is_invite or request.body) else b"", timer)
