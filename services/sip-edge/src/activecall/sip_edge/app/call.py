@@ -468,8 +468,9 @@ class Call(SessionListener):
         transaction is open and again after a 491 (RFC 3261 section 14.1). True when the call goes on
         on the new leg: the record's ``media_worker`` names the new worker, ``media.moved`` says so,
         and the old leg is closed. Otherwise a call whose worker is lost ends with BYE and a reason
-        saying what failed; a draining worker's call stays where it is (the drain timeout is the last
-        resort) unless the peer already took the new media, which leaves only BYE.
+        saying what failed; a draining worker's call stays where it is (the failover loop tries it again,
+        the drain timeout is the last resort) unless the peer already took the new media, which leaves
+        only BYE.
         """
         old, session, answer = self.leg, self.session, self.answer
         if old is None or session is None or answer is None or not self.answered or self._ending:
