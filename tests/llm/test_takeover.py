@@ -23,6 +23,7 @@ async def test_a_resumed_session_answers_only_what_is_new(harness: Harness) -> N
         await harness.wait_closed("c1", "greeting")
         turn_one = "t" + await harness.emit("c1", TranscriptFinal(text="first"))
         await harness.wait_closed("c1", turn_one)
+        await harness.committed("c1", turn_one)  # committed after its last piece is sent
         await harness.stop(first)
         # The worst moment to die: the turn is committed, the cursor not yet saved.
         await harness.bus.redis.delete(harness.bus.keys.cursor("llm", "c1"))
