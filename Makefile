@@ -19,6 +19,7 @@ APT_PACKAGES := redis-server curl baresip sip-tester kamailio kamailio-tls-modul
 MODEL_WHEELS := pipecat-ai==1.14.0 silero-vad==6.2.3
 CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
+WORKERS ?=
 CHAOS_CALLS ?= 20
 CHAOS_ROLES ?= asr,llm,tts,media,sip-edge,rolling
 
@@ -63,8 +64,8 @@ fmt: ## format the code with ruff
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-run: ## start Redis (if unreachable) and all six services; Ctrl-C stops them
-	$(VENV)/bin/activecall up --config $(CONFIG) --media-workers $(MEDIA_WORKERS)
+run: ## start Redis (if unreachable) and all six services, restarting any that dies; Ctrl-C stops them (WORKERS=asr=2,media=2)
+	$(VENV)/bin/activecall up --config $(CONFIG) --media-workers $(MEDIA_WORKERS) $(if $(WORKERS),--workers $(WORKERS))
 
 workers: ## print the worker registry (live heartbeats)
 	$(VENV)/bin/activecall workers --config $(CONFIG)

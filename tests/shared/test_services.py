@@ -20,13 +20,13 @@ ROLES = ["sip-edge", "media", "asr", "llm", "tts", "api"]
 
 
 def write_config(tmp_path: Path, redis_url: str) -> tuple[Path, dict[str, int]]:
-    ports = {role: free_port() for role in ROLES}
+    ports = {role: free_port() for role in [*ROLES, "supervisor"]}
     path = tmp_path / "active-call.toml"
     path.write_text(
         f'addr = "127.0.0.1"\nudp_port = {free_port()}\nhttp_addr = "127.0.0.1:{ports["api"]}"\n'
         f'[redis]\nurl = "{redis_url}"\nprefix = "svc{os.getpid()}:"\n'
         f'[metrics]\naddr = "127.0.0.1"\n'
-        + "".join(f"{r.replace('-', '_')}_port = {ports[r]}\n" for r in ROLES if r != "api")
+        + "".join(f"{r.replace('-', '_')}_port = {ports[r]}\n" for r in ports if r != "api")
     )
     return path, ports
 
@@ -52,15 +52,34 @@ def read_until(process: subprocess.Popen[str], marker: str, timeout: float) -> l
     raise AssertionError(f"{marker!r} not printed; got:\n" + "\n".join(lines))
 
 
-@pytest.mark.timeout(120)
-def test_up_starts_redis_and_six_services_then_stops_them(tmp_path: Path) -> None:
+def live_workers(config: Path, env: dict[str, str]) -> list[dict[str, object]]:
+    listing = subprocess.run(
+        [str(BIN / "activecall"), "workers", "--config", str(config), "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=env,
+    )
+    return [w for w in json.loads(listing.stdout) if w["live"]]
+
+
+def supervisor_restarts(port: int, role: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    prefix = f'activecall_supervisor_restarts_total{{role="{role}"}} '
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
+
+
+@pytest.mark.timeout(180)
+def test_up_starts_redis_and_the_services_and_restarts_one_that_dies(tmp_path: Path) -> None:
     redis_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there: `up` starts redis-server
     config, ports = write_config(tmp_path, redis_url)
     env = {k: v for k, v in os.environ.items() if k != "REDIS_URL"}
+    log = tmp_path / "up.log"  # the children log there too: a pipe nobody reads would stop them
     up = subprocess.Popen(
-        [str(BIN / "activecall"), "up", "--config", str(config), "--media-workers", "2", "--wait", "60"],
+        [BIN / "activecall", "up", "--config", config, "--workers", "media=2,llm=2", "--wait", "60"],
         stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
+        stderr=log.open("w"),
         text=True,
         env=env,
     )
@@ -69,6 +88,7 @@ def test_up_starts_redis_and_six_services_then_stops_them(tmp_path: Path) -> Non
         printed = "\n".join(lines)
         assert "is unreachable: starting redis-server" in printed
         assert f"HTTP     http://127.0.0.1:{ports['api']}" in printed
+        assert f"supervisor                   http://127.0.0.1:{ports['supervisor']}/metrics" in printed
         for role in ROLES:
             port = ports[role]
             assert f"http://127.0.0.1:{port}/metrics" in printed
@@ -76,21 +96,55 @@ def test_up_starts_redis_and_six_services_then_stops_them(tmp_path: Path) -> Non
             assert (health["status"], health["role"]) == ("ok", role)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
                 assert b"activecall_worker_heartbeats_total" in response.read()
-        listing = subprocess.run(
-            [str(BIN / "activecall"), "workers", "--config", str(config), "--json"],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=env,
-        )
-        workers = json.loads(listing.stdout)
-        assert sorted(w["role"] for w in workers if w["live"]) == sorted([*ROLES, "media"])
+        before = {str(w["id"]): w for w in live_workers(config, env)}
+        assert sorted(str(w["role"]) for w in before.values()) == sorted([*ROLES, "media", "llm"])
+        assert supervisor_restarts(ports["supervisor"], "llm") == 0
+
+        # One child dies: it is started again under its worker id; no other child is touched.
+        llm_port = f":{ports['llm']}"
+        (victim,) = [
+            w for w in before.values() if w["role"] == "llm" and str(w["metrics"]).endswith(llm_port)
+        ]
+        os.kill(int(str(victim["pid"])), signal.SIGKILL)
+        deadline = time.monotonic() + 60
+        while True:
+            after = {str(w["id"]): w for w in live_workers(config, env)}
+            if victim["id"] in after and after[str(victim["id"])]["pid"] != victim["pid"]:
+                break
+            assert time.monotonic() < deadline, f"{victim['id']} was not started again: {after}"
+            time.sleep(0.2)
+        assert up.poll() is None
+        assert supervisor_restarts(ports["supervisor"], "llm") == 1
+        unchanged = {i: w["pid"] for i, w in before.items() if i != victim["id"]}
+        assert {i: after[i]["pid"] for i in unchanged} == unchanged
     finally:
         up.send_signal(signal.SIGINT)
-        assert up.wait(timeout=30) == 0
+        status = up.wait(timeout=30)
+    assert status == 0
+    stderr = log.read_text()
+    assert f"{victim['id']} exited with status -9; starting it again in" in stderr
+    assert f"{victim['id']} started again" in stderr
     # Every child and the private Redis are gone.
     leftovers = subprocess.run(["pgrep", "-f", str(config)], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""
+
+
+def test_up_refuses_a_malformed_workers_option(tmp_path: Path) -> None:
+    config, _ = write_config(tmp_path, f"redis://127.0.0.1:{free_port()}/0")
+    for option, message in [
+        ("asr=two", "the count of asr is not a number: 'two'"),
+        ("speech=2", "'speech=2' is not ROLE=COUNT"),
+        ("sip-edge=2", "sip-edge listens on the configured ports"),
+        ("llm=100", "between 0 and 64"),
+    ]:
+        result = subprocess.run(
+            [str(BIN / "activecall"), "up", "--config", str(config), "--workers", option],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert result.returncode == 2 and message in result.stderr, (option, result.stderr)
+        assert "redis-server" not in result.stdout
 
 
 def start_service(role: str, config: Path) -> subprocess.Popen[str]:

@@ -111,11 +111,18 @@ def cmd_healthcheck(args: argparse.Namespace) -> int:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from activecall.launcher import Launcher
+    from activecall.launcher import Launcher, WorkersError, parse_workers
 
+    try:
+        workers = parse_workers(args.workers or "")
+    except WorkersError as exc:
+        print(f"activecall up: {exc}", file=sys.stderr)
+        return 2
+    if args.media_workers is not None:
+        workers.setdefault("media", args.media_workers)
     config_path = args.config or config_path_from_env()
     config = _load(config_path)
-    launcher = Launcher(config, config_path, media_workers=args.media_workers, wait_s=args.wait)
+    launcher = Launcher(config, config_path, workers=workers, wait_s=args.wait)
     return launcher.run()
 
 
@@ -325,7 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("up", help="start Redis (if unreachable) and all six services on this machine")
     p.add_argument("--config", "-c")
-    p.add_argument("--media-workers", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        metavar="ROLE=N,...",
+        help="children per role, e.g. asr=2,llm=2,tts=2,media=2 (one of each by default)",
+    )
+    p.add_argument("--media-workers", type=int, help="the same as --workers media=N")
     p.add_argument("--wait", type=float, default=30.0, help="seconds to wait for every heartbeat")
     p.set_defaults(func=cmd_up)
 

@@ -217,6 +217,7 @@ class MetricsSettings:
     asr_port: int = 9103
     llm_port: int = 9104
     tts_port: int = 9105
+    supervisor_port: int = 9106  # activecall up's own (restarts of its children); -1 for none
 
 
 @dataclass

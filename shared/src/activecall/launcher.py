@@ -1,14 +1,22 @@
 """``activecall up`` (and ``make run``): the whole system on one machine.
 
 Starts ``redis-server`` when the configured Redis is unreachable on a loopback address, then the six
-services as child processes, waits until each one has a live heartbeat, prints where SIP, HTTP and
-metrics listen, and stops everything on Ctrl-C (SIGINT to every child, then SIGKILL after a grace
-period).
+services as child processes (``--workers asr=2,media=2`` starts several of a role), waits until each
+one has a live heartbeat, prints where SIP, HTTP and metrics listen, and stops everything on Ctrl-C
+(SIGINT to every child, then SIGKILL after a grace period).
+
+It is a supervisor: a child that dies once the system is up is started again under the same worker
+id, after a back-off that doubles with each quick death (1 s up to 30 s; a child that ran for a
+minute starts again at 1 s), with a log line and ``activecall_supervisor_restarts_total``. The other
+children and their calls are not touched: the restarted worker (or a sibling of its role) takes the
+dead one's sessions over from Redis. A child that exits before the system is first up is a set-up
+error (a bad config, a port in use): everything stops and the error is shown.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -20,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from prometheus_client import Counter, Gauge, start_http_server
 
 from activecall.config import Config
 from activecall.contract import Role
@@ -35,13 +44,62 @@ SERVICE_MODULES: dict[str, str] = {
 }
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 STOP_GRACE_S = 10.0
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 30.0
+HEALTHY_AFTER_S = 60.0  # a child that ran this long restarts after the first delay again
+SUPERVISE_TICK_S = 0.2
+
+RESTARTS = Counter(
+    "activecall_supervisor_restarts_total",
+    "Children of activecall up started again after they died",
+    ["role"],
+)
+CHILDREN_UP = Gauge(
+    "activecall_supervisor_children_running", "Children of activecall up that are running", ["role"]
+)
+
+
+class WorkersError(ValueError):
+    pass
+
+
+def parse_workers(text: str) -> dict[str, int]:
+    """``asr=2,llm=2,media=2``: how many children of each role (the others run one)."""
+    counts: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        role, sep, number = item.partition("=")
+        role = role.strip()
+        if not sep or role not in SERVICE_MODULES:
+            raise WorkersError(f"--workers: {item!r} is not ROLE=COUNT with ROLE one of {', '.join(ROLES)}")
+        try:
+            count = int(number)
+        except ValueError:
+            raise WorkersError(f"--workers: the count of {role} is not a number: {number!r}") from None
+        if not 0 <= count <= 64:
+            raise WorkersError(f"--workers: the count of {role} must be between 0 and 64, not {count}")
+        if role in (Role.SIP_EDGE, Role.API) and count != 1:
+            raise WorkersError(f"--workers: {role} listens on the configured ports; it runs once per host")
+        counts[role] = count
+    return counts
+
+
+def restart_delay(failures: int, rand: random.Random | None = None) -> float:
+    """The wait before the ``failures``-th quick restart in a row (1-based): doubling, capped, with up to
+    20 % jitter so that children that died together do not start together."""
+    base = min(RESTART_MAX_S, RESTART_FIRST_S * 2.0 ** max(0, failures - 1))
+    jitter = rand.random() if rand is not None else random.random()
+    return base * (0.8 + 0.2 * jitter)
 
 
 @dataclass
 class Child:
     role: str
     worker_id: str
+    metrics_port: int | None
     process: subprocess.Popen[bytes]
+    started: float
+    failures: int = 0  # deaths in a row, each within HEALTHY_AFTER_S of its start
+    restart_at: float | None = None
 
 
 def redis_reachable(url: str, timeout: float = 1.0) -> bool:
@@ -97,17 +155,27 @@ class Launcher:
         self,
         config: Config,
         config_path: str | None,
-        media_workers: int = 1,
+        workers: dict[str, int] | None = None,
         wait_s: float = 30.0,
         extra_env: dict[str, str] | None = None,
     ) -> None:
         self.config = config
         self.config_path = config_path
-        self.media_workers = media_workers
+        self.workers = workers or {}
         self.wait_s = wait_s
         self.env = {**os.environ, **(extra_env or {}), "REDIS_URL": config.redis.url}
         self.children: list[Child] = []
         self.redis_process: subprocess.Popen[bytes] | None = None
+        self.metrics_port: int | None = None
+
+    def serve_metrics(self) -> None:
+        """The supervisor's own metrics (restarts, children running); port 0 takes any free port, a
+        negative one serves none."""
+        port = self.config.metrics.supervisor_port
+        if port < 0:
+            return
+        server, _ = start_http_server(port, self.config.metrics.addr)
+        self.metrics_port = server.server_port
 
     def _command(self, role: str, worker_id: str, metrics_port: int | None) -> list[str]:
         cmd = [sys.executable, "-m", SERVICE_MODULES[role], "--worker-id", worker_id]
@@ -118,12 +186,12 @@ class Launcher:
         return cmd
 
     def plan(self) -> list[tuple[str, str, int | None]]:
-        """(role, worker id, metrics port) of every child; extra media workers take any free port."""
+        """(role, worker id, metrics port) of every child; a role's second and later children take any
+        free metrics port."""
         host = os.uname().nodename
         plan: list[tuple[str, str, int | None]] = []
         for role in ROLES:
-            count = self.media_workers if role == "media" else 1
-            for i in range(count):
+            for i in range(self.workers.get(role, 1)):
                 port = None if i == 0 else 0
                 plan.append((role, f"{role}-{host}-{i + 1}", port))
         return plan
@@ -134,8 +202,43 @@ class Launcher:
             print(f"Redis at {self.config.redis.url} is unreachable: starting redis-server", flush=True)
             self.redis_process = start_redis_server(self.config.redis.url, workdir)
         for role, worker_id, port in self.plan():
-            process = subprocess.Popen(self._command(role, worker_id, port), env=self.env, process_group=0)
-            self.children.append(Child(role, worker_id, process))
+            self.children.append(
+                Child(role, worker_id, port, self._spawn(role, worker_id, port), time.monotonic())
+            )
+        self._count_running()
+
+    def _spawn(self, role: str, worker_id: str, port: int | None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(self._command(role, worker_id, port), env=self.env, process_group=0)
+
+    def _count_running(self) -> None:
+        for role in ROLES:
+            running = [c for c in self.children if c.role == role and c.process.poll() is None]
+            CHILDREN_UP.labels(role).set(len(running))
+
+    def supervise(self, now: float) -> None:
+        """One look at the children: schedule the restart of one that died, start one whose time came."""
+        for child in self.children:
+            if child.restart_at is not None:
+                if now >= child.restart_at:
+                    child.restart_at = None
+                    child.started = now
+                    child.process = self._spawn(child.role, child.worker_id, child.metrics_port)
+                    RESTARTS.labels(child.role).inc()
+                    started = f"{child.worker_id} started again (pid {child.process.pid})"
+                    print(started, file=sys.stderr, flush=True)
+                continue
+            status = child.process.poll()
+            if status is None:
+                continue
+            child.failures = 1 if now - child.started >= HEALTHY_AFTER_S else child.failures + 1
+            delay = restart_delay(child.failures)
+            child.restart_at = now + delay
+            print(
+                f"{child.worker_id} exited with status {status}; starting it again in {delay:.1f} s",
+                file=sys.stderr,
+                flush=True,
+            )
+        self._count_running()
 
     def wait_for_heartbeats(self) -> list[WorkerInfo]:
         """Poll the registry until every child has a live heartbeat; raise if one exits or time runs out."""
@@ -180,6 +283,10 @@ class Launcher:
             lines.append(
                 f"  metrics  {w.role:<8} {w.id:<28} http://{config.metrics.addr}:{w.metrics_port}/metrics"
             )
+        if self.metrics_port is not None:
+            lines.append(
+                f"  metrics  {'up':<8} {'supervisor':<28} http://{config.metrics.addr}:{self.metrics_port}/metrics"
+            )
         lines.append("  registry `activecall workers` lists the live heartbeats; Ctrl-C stops everything.")
         return "\n".join(lines)
 
@@ -199,7 +306,7 @@ class Launcher:
             self.redis_process.wait(timeout=10)
 
     def run(self) -> int:
-        """Start everything, print the addresses, and supervise until Ctrl-C or a child exits."""
+        """Start everything, print the addresses, and supervise the children until Ctrl-C."""
         interrupted = False
 
         def on_signal(signum: int, frame: object) -> None:
@@ -210,17 +317,13 @@ class Launcher:
         signal.signal(signal.SIGTERM, on_signal)
         status = 0
         try:
+            self.serve_metrics()
             self.start()
             print(self.describe(self.wait_for_heartbeats()), flush=True)
             while not interrupted:
-                dead = [c for c in self.children if c.process.poll() is not None]
-                if dead:
-                    for c in dead:
-                        print(f"{c.worker_id} exited with status {c.process.returncode}", file=sys.stderr)
-                    status = 1
-                    break
-                time.sleep(0.2)
-        except RuntimeError as exc:
+                self.supervise(time.monotonic())
+                time.sleep(SUPERVISE_TICK_S)
+        except (RuntimeError, OSError) as exc:
             print(f"activecall up: {exc}", file=sys.stderr)
             status = 1
         finally:

@@ -53,7 +53,8 @@ def system_config(
         f'rtp_start_port = 30000\nrtp_end_port = 34000\nhttp_addr = "127.0.0.1:{ports["http"]}"\n'
         + extra_config
         + f'\n[redis]\nurl = "{redis_url}"\n[playbooks]\ndirs = [{dirs}]\n'
-        "[metrics]\n" + "".join(f"{r}_port = 0\n" for r in ("sip_edge", "media", "asr", "llm", "tts"))
+        "[metrics]\n"
+        + "".join(f"{r}_port = 0\n" for r in ("sip_edge", "media", "asr", "llm", "tts", "supervisor"))
     )  # fmt: skip
     return config, combined
 
@@ -63,12 +64,14 @@ def running_system(
     root: Path,
     *,
     media_workers: int = 1,
+    workers: dict[str, int] | None = None,
     playbook_dirs: list[Path] | None = None,
     extra_config: str = "",
     env: dict[str, str] | None = None,
     wait_s: float = 120.0,
 ) -> Iterator[System]:
-    """Run ``activecall up`` until the block ends, then stop it with Ctrl-C (SIGINT) as a user would."""
+    """Run ``activecall up`` until the block ends, then stop it with Ctrl-C (SIGINT) as a user would.
+    ``workers`` (role: count) is ``--workers``; ``media_workers`` is the media count when it has none."""
     root.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("udp", "tls", "http", "redis")}
     config, certificate = system_config(root, ports, playbook_dirs or [EXAMPLE_PLAYBOOKS], extra_config)
@@ -79,6 +82,8 @@ def running_system(
         str(Path(sys.executable).parent / "activecall"), "up", "--config", str(config),
         "--media-workers", str(media_workers), "--wait", str(wait_s),
     ]  # fmt: skip
+    if workers:
+        command += ["--workers", ",".join(f"{role}={count}" for role, count in workers.items())]
     up = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=log.open("w"), text=True, cwd=REPO, env=child_env
     )
