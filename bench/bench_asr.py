@@ -10,7 +10,9 @@ u-law round trip unless --rate says otherwise, fed in 20 ms frames as the asr se
   per core = 1 / RTF, before the service's own costs);
 - final latency: wall time of finish() once the speech and 200 ms of silence are in, i.e. what the
   engine adds after the service decides that an utterance ended;
-- word accuracy of the finals, to see what a setting costs or buys.
+- word accuracy of the finals, to see what a setting costs or buys;
+- the RTF of a listening caller's line (10 s of digital silence, and of -70 dBFS line noise, both
+  through G.711): what the asr saves by feeding the recognizer the caller's turns only.
 With --hints the in-domain sentences are decoded with their phrase hints (PocketSphinx then runs
 its hint decoder beside the general one). LIMITS.md baseline: PocketSphinx 16 kHz RTF 0.115,
 final 117 ms, ~8.7 streams per core. The machines are shared: compare figures from one run.
@@ -107,6 +109,26 @@ def run(engine: AsrEngine, speech: dict[str, bytes], rate: int, hints: list[str]
     }
 
 
+def quiet_line_rtf(engine: AsrEngine, rate: int, noise_dbfs: float | None) -> float:
+    """CPU seconds per second of 10 s of a line with nobody speaking, fed like speech."""
+    import numpy as np
+
+    samples = np.zeros(10 * rate)
+    if noise_dbfs is not None:
+        samples = np.random.default_rng(SEED).normal(0.0, 32768 * 10 ** (noise_dbfs / 20), 10 * rate)
+    pcm = np.clip(samples, -32768, 32767).astype(np.int16).tobytes()
+    pcm = audioop.ulaw2lin(audioop.lin2ulaw(pcm, 2), 2)
+    frame = 2 * rate * FRAME_MS // 1000
+    stream = engine.open(rate)
+    started = time.process_time()
+    for i in range(0, len(pcm), frame):
+        stream.feed(pcm[i : i + frame])
+    stream.finish()
+    cpu = time.process_time() - started
+    stream.close()
+    return cpu / 10
+
+
 def calibrate() -> None:
     import pocketsphinx
 
@@ -171,6 +193,9 @@ def main() -> None:
             f"{name:<20} {best['rtf']:>6.3f} {1 / best['rtf']:>13.1f} {final_p50:>8.0f} ms "
             f"{max(r['final_max_ms'] for r in rounds):>7.0f} ms {best['accuracy']:>9.1%}"
         )
+    for name, noise in (("quiet line, silence", None), ("quiet line, -70 dBFS", -70.0)):
+        rtf = min(quiet_line_rtf(engine, args.rate, noise) for _ in range(args.rounds))
+        print(f"{name:<20} {rtf:>6.3f} {1 / rtf:>13.1f}")
 
 
 if __name__ == "__main__":

@@ -16,7 +16,8 @@ from asr_helpers import (
 )
 from speech_data import HINTS, IN_DOMAIN, ORDINARY
 
-from activecall.asr.service import AsrService
+from activecall.asr import metrics
+from activecall.asr.service import PREROLL_MS, AsrService
 from activecall.audio import word_accuracy
 from activecall.config import RedisSettings
 from activecall.messages import TranscriptPartial
@@ -72,3 +73,32 @@ async def test_default_engine_accuracy_and_phrase_hints(
     assert ordinary >= 0.70
     assert hinted >= 0.90
     assert hinted > plain
+
+
+async def test_the_recognizer_hears_the_callers_turns_and_not_the_silence_between(
+    redis_settings: RedisSettings, phone_speech: Callable[[str], bytes], tmp_path: Path
+) -> None:
+    """10 s of a listening caller, a sentence, 3 s more: the engine is fed the sentence with its
+    pre-roll and the silence that ended the turn, and the words are placed on the media clock."""
+    sentence = ORDINARY[0]
+    speech = phone_speech(sentence)
+    runtime = Runtime("asr", asr_config(redis_settings), "asr-gate", 0, 5.0)
+    service = AsrService(runtime)
+    await service.start()
+    bus = runtime.bus
+    fed_before = metrics.AUDIO_SECONDS._value.get()
+    try:
+        await start_call(bus, "gated")
+        await stream_audio(bus, "gated", SILENCE * 10 + speech + SILENCE * 3)
+        (final,) = await finals(bus, "gated", 1, timeout_s=120)
+        await end_call(bus, "gated")
+    finally:
+        await service.stop()
+        await bus.close()
+    fed_s = metrics.AUDIO_SECONDS._value.get() - fed_before
+    speech_s = len(speech) / 2 / 8000
+    assert word_accuracy(sentence, final.text) >= 0.5, final.text  # accuracy itself: the test above
+    # The sentence, 300 ms before it and at most the longest wait for the end of the turn after it.
+    assert speech_s <= fed_s <= speech_s + PREROLL_MS / 1000 + 0.9, (fed_s, speech_s)
+    assert 10_000 - PREROLL_MS <= final.start_ms < final.end_ms <= 10_000 + speech_s * 1000 + 100, final
+    assert final.end_ms <= final.speech_end_ms + 100

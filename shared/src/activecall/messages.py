@@ -197,6 +197,8 @@ class SpeechStopped(Message, kw_only=True):
 
 
 class TranscriptPartial(Message, kw_only=True):
+    """The words heard so far in the caller's turn; ``start_ms`` and ``end_ms`` on the media clock."""
+
     TYPE = "transcript.partial"
     STREAMS = _EVENTS
     text: str
@@ -208,11 +210,12 @@ class TranscriptFinal(Message, kw_only=True):
     """The caller's turn ended and this is what was said. An empty ``text`` is sound without words (a
     cough, noise, a word the recognizer could not make out).
 
-    ``speech_end_ms`` is the end of the caller's last speech frame on the media clock (the ``at_ms``
-    of ``audio:in``); ``decided_ts`` the wall time at which the end of the turn was decided, and
-    ``eot`` how: ``complete`` (a finished sentence after a short silence), ``incomplete`` (an
-    unfinished one, after the longer wait), ``silence`` (silence alone) or ``hangup``; ``p_finished``
-    the judge's probability that the sentence was finished, when a judge was asked.
+    ``start_ms`` and ``end_ms`` are where the recognized words lie, and ``speech_end_ms`` is the end of
+    the caller's last speech frame, on the media clock (the ``at_ms`` of ``audio:in``);
+    ``decided_ts`` the wall time at which the end of the turn was decided, and ``eot`` how: ``complete``
+    (a finished sentence after a short silence), ``incomplete`` (an unfinished one, after the longer
+    wait), ``silence`` (silence alone) or ``hangup``; ``p_finished`` the judge's probability that the
+    sentence was finished, when a judge was asked.
 
     ``reply_at_ms`` (media clock; 0: at once) is set when the turn was ended early, at the pause
     (``[asr] preemptive``): the reply is prepared at once but its audio must not reach the caller
