@@ -347,3 +347,41 @@ async def test_a_draining_worker_alone_keeps_its_sessions(bus: Bus) -> None:
         assert await bus.redis.xlen(bus.keys.sessions("alone")) == 0
     finally:
         await worker.stop()
+
+
+async def test_a_stalled_event_loop_keeps_its_leases_and_a_stuck_one_loses_them(bus: Bus) -> None:
+    """The loop blocks (as under an engine call holding it, or a starved CPU) for three lease TTLs: the
+    lease keeper's thread still renews, and a second worker takes nothing. Blocked past the stall
+    limit, the worker is stuck and the second one takes the session over."""
+    started: list[str] = []
+
+    async def handle(ctx: SessionContext) -> None:
+        started.append(ctx.worker_id)
+        await asyncio.sleep(60)
+
+    ttl = 0.5
+    a = SessionWorker(bus, "stall", "a", handle, lease_ttl=ttl)
+    await a.start()
+    await start_session(bus, "c-stall", role="stall")
+
+    async def a_started() -> bool:
+        return started == ["a"]
+
+    await wait_until(a_started, 5, "worker a to claim the session")
+    b = SessionWorker(bus, "stall", "b", handle, lease_ttl=ttl)
+    await b.start()
+    try:
+        time.sleep(3 * ttl)  # noqa: ASYNC251  the stall itself
+        await asyncio.sleep(2 * ttl)  # b's takeover loop gets its chance
+        assert started == ["a"]
+        assert await bus.redis.get(bus.keys.lease("stall", "c-stall")) == b"a"
+        time.sleep(a.leases.stall_limit + 2 * ttl)  # noqa: ASYNC251  stuck for good
+        await wait_until(lambda: _true_if(started == ["a", "b"]), 5, "worker b to take the session over")
+        assert await bus.redis.get(bus.keys.lease("stall", "c-stall")) == b"b"
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _true_if(value: bool) -> bool:
+    return value

@@ -9,8 +9,11 @@ call's streams in a cursor hash (``call:{id}:cursor:{role}``).
 If the worker dies its lease expires and its session entry stays pending in the group. Every worker
 runs XAUTOCLAIM with a minimum idle time equal to the lease TTL; the owner keeps its entries from
 going idle by re-claiming them (XCLAIM JUSTID) whenever it renews the lease, so only entries of dead
-workers are taken. The new owner takes the lease and resumes from the cursor: delivery is at least
-once, so handlers are idempotent by stream id or (turn_id, seq).
+workers are taken. Leases are renewed from a thread of the worker's own
+(:class:`activecall.leases.LeaseKeeper`), so a worker whose event loop stalls keeps them; one whose
+loop has not run for ``STALL_LIMIT_TTLS`` lease TTLs loses them. The new owner takes the lease and
+resumes from the cursor: delivery is at least once, so handlers are idempotent by stream id or
+(turn_id, seq).
 
 A draining worker (SIGTERM) hands its sessions over rather than wait for their calls to end, when
 another live worker of the role is in the registry: it stops each session as a dying worker would,
@@ -30,6 +33,7 @@ from dataclasses import dataclass, field
 
 from activecall import metrics
 from activecall.bus import FIELD, REDIS_DOWN, Backoff, Bus, Entry, as_str
+from activecall.leases import LeaseKeeper
 from activecall.messages import CallError, SessionStart
 from activecall.registry import list_workers
 from activecall.tasks import stop_tasks
@@ -37,13 +41,8 @@ from activecall.tasks import stop_tasks
 log = logging.getLogger("activecall.sessions")
 
 NOTE_PREFIX = "@"
-
-_RENEW_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('pexpire', KEYS[1], ARGV[2])
-end
-return 0
-"""
+# A worker whose event loop has not run for this many lease TTLs is stuck: its leases lapse.
+STALL_LIMIT_TTLS = 5
 
 _RELEASE_IF_OWNER = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -140,7 +139,15 @@ class SessionWorker:
         self.group = role
         self.draining = False
         self.active: dict[str, tuple[Session, asyncio.Task[None]]] = {}
-        self._renew = bus.redis.register_script(_RENEW_IF_OWNER)
+        self.leases = LeaseKeeper(
+            bus.settings.url,
+            bus.keys,
+            role,
+            worker_id,
+            self.lease_ttl,
+            STALL_LIMIT_TTLS * self.lease_ttl,
+            self._lease_lost,
+        )
         self._release = bus.redis.register_script(_RELEASE_IF_OWNER)
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
@@ -162,14 +169,13 @@ class SessionWorker:
 
     async def start(self) -> None:
         await self._ensure_group()
+        self.leases.start(asyncio.get_running_loop())
         self._tasks = [
             asyncio.create_task(self._loop(self._claim_new, 0.0), name=f"{self.role}-claim"),
             asyncio.create_task(
                 self._loop(self._take_over, self.lease_ttl / 2), name=f"{self.role}-takeover"
             ),
-            asyncio.create_task(
-                self._loop(self._renew_leases, self.lease_ttl / 3), name=f"{self.role}-renew"
-            ),
+            asyncio.create_task(self._tick_leases(), name=f"{self.role}-lease-tick"),
         ]
 
     async def _ensure_group(self) -> None:
@@ -230,6 +236,7 @@ class SessionWorker:
         self._tasks = []
         for call_id in list(self.active):
             self._forget(call_id)
+        await asyncio.to_thread(self.leases.stop)
 
     async def _loop(self, step: Callable[[], Awaitable[None]], period: float) -> None:
         backoff = Backoff()
@@ -301,6 +308,7 @@ class SessionWorker:
         ctx = SessionContext(self.bus, session, self.worker_id)
         task = asyncio.create_task(self._run(ctx), name=f"{self.role}-session-{call_id}")
         self.active[call_id] = (session, task)
+        self.leases.hold(call_id, entry.id)
         self._idle.clear()
         metrics.SESSIONS_CLAIMED.labels(self.role).inc()
         if taken_over:
@@ -330,6 +338,7 @@ class SessionWorker:
 
     def _forget(self, call_id: str) -> None:
         self.active.pop(call_id, None)
+        self.leases.drop(call_id)
         metrics.SESSIONS_ACTIVE.labels(self.role).set(self.load)
         if not self.active:
             self._idle.set()
@@ -345,26 +354,18 @@ class SessionWorker:
 
     # ---------------------------------------------------------------- leases
 
-    async def _renew_leases(self) -> None:
-        held = list(self.active.items())
-        if not held:
+    async def _tick_leases(self) -> None:
+        """Tell the lease keeper that this event loop runs."""
+        while True:
+            self.leases.tick()
+            await asyncio.sleep(self.lease_ttl / 3)
+
+    def _lease_lost(self, call_id: str) -> None:
+        """Another worker holds the lease now (or it lapsed): this worker's session of the call stops."""
+        held = self.active.get(call_id)
+        if held is None:
             return
-        pipe = self.bus.redis.pipeline(transaction=False)
-        for call_id, _ in held:
-            await self._renew(
-                keys=[self.bus.keys.lease(self.role, call_id)],
-                args=[self.worker_id, self.lease_ms],
-                client=pipe,
-            )
-        results = await pipe.execute()
-        keep: list[bytes | str | int | memoryview] = [
-            session.entry_id for (_, (session, _)), ok in zip(held, results, strict=True) if ok
-        ]
-        if keep:
-            await self.bus.redis.xclaim(self.stream, self.group, self.worker_id, 0, list(keep), justid=True)
-        for (call_id, (_, task)), ok in zip(held, results, strict=True):
-            if not ok:
-                log.warning("session lease lost", extra={"role": self.role, "call_id": call_id})
-                metrics.SESSIONS_LOST.labels(self.role).inc()
-                self._forget(call_id)
-                task.cancel()
+        log.warning("session lease lost", extra={"role": self.role, "call_id": call_id})
+        metrics.SESSIONS_LOST.labels(self.role).inc()
+        self._forget(call_id)
+        held[1].cancel()
