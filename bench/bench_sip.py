@@ -166,7 +166,7 @@ def main() -> None:
             processes.append(
                 subprocess.Popen(
                     [sys.executable, "-m", "activecall.testing.media_responder", "--redis-url", url]
-                    + ["--prefix", prefix, "--worker-id", "media-bench"],
+                    + ["--prefix", prefix, "--worker-id", "media-bench", "--session-stand-ins"],
                     env=env,
                 )
             )

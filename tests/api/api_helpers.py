@@ -68,9 +68,12 @@ async def register(
     return info
 
 
-async def register_edge_and_media(bus: Bus) -> None:
+async def register_every_role(bus: Bus) -> None:
+    """A live worker with room in each role a call needs."""
     await register(bus, "sip-edge", "edge-1", metrics_port=9101)
     await register(bus, "media", "media-1", metrics_port=9102)
+    for port, role in enumerate(("asr", "llm", "tts"), start=9103):
+        await register(bus, role, f"{role}-1", metrics_port=port)
 
 
 async def make_call(bus: Bus, call_id: str = "c1", **fields: object) -> CallRecord:

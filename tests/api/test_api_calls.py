@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 import pytest
-from api_helpers import GUIDE_BODY, client_for, make_call, register, register_edge_and_media
+from api_helpers import GUIDE_BODY, client_for, make_call, register, register_every_role
 
 from activecall.api.app import create_app
 from activecall.bus import Bus
@@ -25,7 +25,7 @@ async def originates(bus: Bus) -> list[Originate]:
 async def test_post_call_queues_an_originate_and_writes_a_record_without_the_password(
     client: httpx.AsyncClient, bus: Bus
 ) -> None:
-    await register_edge_and_media(bus)
+    await register_every_role(bus)
     body = {
         **GUIDE_BODY,
         "caller": "sip:+15550100@yourdomain.pstn.twilio.com",
@@ -87,7 +87,7 @@ async def test_post_call_queues_an_originate_and_writes_a_record_without_the_pas
 async def test_both_spellings_of_enable_srtp_reach_the_edge(
     client: httpx.AsyncClient, bus: Bus, sip: dict[str, bool], expected: bool | None
 ) -> None:
-    await register_edge_and_media(bus)
+    await register_every_role(bus)
     response = await client.post(
         "/call", json={"callee": "tel:+4930123456", "playbook": "sales.md", "sip": sip}
     )
@@ -137,7 +137,7 @@ def with_(**changes: Any) -> dict[str, Any]:
 async def test_invalid_requests_are_422_naming_the_field(
     client: httpx.AsyncClient, bus: Bus, body: dict[str, Any], loc: list[str], message: str
 ) -> None:
-    await register_edge_and_media(bus)
+    await register_every_role(bus)
     response = await client.post("/call", json=body)
     assert response.status_code == 422
     errors = response.json()["detail"]
@@ -160,7 +160,7 @@ async def test_invalid_requests_are_422_naming_the_field(
     ],
 )
 async def test_valid_callees_are_accepted(client: httpx.AsyncClient, bus: Bus, callee: str) -> None:
-    await register_edge_and_media(bus)
+    await register_every_role(bus)
     response = await client.post("/call", json=with_(callee=callee))
     assert response.status_code == 201, response.text
     (originate,) = await originates(bus)
@@ -176,6 +176,11 @@ async def test_valid_callees_are_accepted(client: httpx.AsyncClient, bus: Bus, c
         ([("sip-edge", {}), ("media", {"load": 10, "capacity": 10})], "no live media worker"),
         ([("sip-edge", {"draining": True}), ("media", {})], "no live sip-edge worker"),
         ([("sip-edge", {"age_s": 30.0}), ("media", {})], "no live sip-edge worker"),
+        ([("sip-edge", {}), ("media", {}), ("asr", {}), ("tts", {})], "no live llm worker"),
+        (
+            [("sip-edge", {}), ("media", {}), ("asr", {"load": 8, "capacity": 8}), ("llm", {}), ("tts", {})],
+            "no live asr worker",
+        ),
     ],
 )
 async def test_no_capacity_is_503_with_retry_after(

@@ -6,7 +6,7 @@ import logging
 
 import httpx
 import pytest
-from api_helpers import TOKEN, client_for, make_call, register, register_edge_and_media
+from api_helpers import TOKEN, client_for, make_call, register, register_every_role
 from prometheus_client import REGISTRY
 
 from activecall.api.app import create_app
@@ -124,7 +124,7 @@ async def test_readyz_needs_a_live_edge_and_media_worker(client: httpx.AsyncClie
 
 
 async def test_readyz_is_503_while_draining_or_without_redis(config: Config, bus: Bus) -> None:
-    await register_edge_and_media(bus)
+    await register_every_role(bus)
     async with client_for(create_app(config, bus, health=lambda: {"status": "draining"})) as client:
         response = await client.get("/readyz")
     assert (response.status_code, response.json()) == (503, {"status": "unready", "reason": "draining"})
@@ -186,7 +186,7 @@ async def test_metrics_count_requests_by_route_and_originates_by_result(
     before = [sample(name, **labels) for name, labels in counters]
     body = {"callee": "tel:+4930123456", "playbook": "sales.md"}
     assert (await client.post("/call", json=body)).status_code == 503
-    await register_edge_and_media(bus)
+    await register_every_role(bus)
     call_id = (await client.post("/call", json=body)).json()["call_id"]
     assert (await client.post("/call", json={**body, "playbook": "nope.md"})).status_code == 422
     assert (await client.post("/call", json={"callee": "x"})).status_code == 422

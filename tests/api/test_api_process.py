@@ -122,6 +122,8 @@ def test_the_guides_curl_and_the_client_commands(api: ApiProcess) -> None:
     api.register("sip-edge", "edge-1")
     api.register("media", "media-1")
     assert httpx.get(api.url + "/readyz").json() == {"status": "ready", "sip_edge": 1, "media": 1}
+    for role in ("asr", "llm", "tts"):
+        api.register(role, f"{role}-1")
 
     curl = subprocess.run(
         ["curl", "-sS", "-i", "-X", "POST", f"{api.url}/call", "-H", "Content-Type: application/json"]
@@ -204,8 +206,8 @@ def test_the_guides_curl_and_the_client_commands(api: ApiProcess) -> None:
 @pytest.mark.timeout(120)
 def test_schemathesis_finds_no_server_error(api_with_token: ApiProcess, tmp_path: Path) -> None:
     api = api_with_token
-    api.register("sip-edge", "edge-1")
-    api.register("media", "media-1")
+    for role in ("sip-edge", "media", "asr", "llm", "tts"):
+        api.register(role, f"{role}-1")
     result = subprocess.run(
         [str(BIN / "schemathesis"), "run", f"{api.url}/openapi.json"]
         + ["--checks", "not_a_server_error", "--phases", "examples,coverage,fuzzing"]

@@ -18,16 +18,18 @@ from activecall.sip_edge.service import SipEdgeService
 from activecall.sip_edge.sip.ua.ua import UaSettings
 from activecall.testing.media_responder import MediaResponder
 from activecall.testing.redis_server import free_port
+from activecall.testing.session_standins import SessionStandIns
 
 
 @pytest.fixture
 async def start_edge(redis_settings: RedisSettings) -> AsyncIterator[EdgeFactory]:
     """Start an edge: ``await start_edge(tls_port=..., handler=...)``; config keys as keywords."""
-    started: list[tuple[SipEdgeService, MediaResponder, Bus, Runtime]] = []
+    started: list[tuple[SipEdgeService, MediaResponder, SessionStandIns, Bus, Runtime]] = []
 
     async def start(
         ua_settings: UaSettings | None = None,
         media_capacity: int = 1000,
+        session_capacity: int = 1000,
         edge_id: str = "edge-test",
         options: EdgeOptions | None = None,
         **overrides: Any,
@@ -45,13 +47,15 @@ async def start_edge(redis_settings: RedisSettings) -> AsyncIterator[EdgeFactory
         bus = Bus.from_settings(redis)
         responder = MediaResponder(bus, "media-test", capacity=media_capacity)
         await responder.start()
+        stand_ins = await SessionStandIns(bus, session_capacity).start()
         await service.start()
-        started.append((service, responder, bus, runtime))
+        started.append((service, responder, stand_ins, bus, runtime))
         return EdgeHarness(service, responder, bus, config)
 
     yield start
-    for service, responder, bus, runtime in started:
+    for service, responder, stand_ins, bus, runtime in started:
         await service.stop()
         await responder.stop()
+        await stand_ins.stop()
         await bus.close()
         await runtime.bus.close()

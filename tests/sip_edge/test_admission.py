@@ -9,7 +9,7 @@ import pytest
 
 from activecall.bus import Bus
 from activecall.registry import WorkerInfo
-from activecall.sip_edge.app.admission import Acl, AclError, MediaPool
+from activecall.sip_edge.app.admission import Acl, AclError, Admission, MediaPool
 
 
 def test_acl_denies_first_then_allows_only_the_allow_list() -> None:
@@ -30,10 +30,12 @@ def test_a_bad_acl_entry_is_reported_with_its_key() -> None:
         Acl(allow=["54.172.60.0/33"])
 
 
-async def beat(bus: Bus, worker: str, load: int, capacity: int, draining: bool = False) -> None:
+async def beat(
+    bus: Bus, worker: str, load: int, capacity: int, draining: bool = False, role: str = "media"
+) -> None:
     info = WorkerInfo(
         id=worker,
-        role="media",
+        role=role,
         host="h",
         pid=1,
         metrics_port=0,
@@ -41,7 +43,7 @@ async def beat(bus: Bus, worker: str, load: int, capacity: int, draining: bool =
         capacity=capacity,
         draining=draining,
     )
-    await bus.redis.hset(bus.keys.workers("media"), worker, info.to_json())
+    await bus.redis.hset(bus.keys.workers(role), worker, info.to_json())
 
 
 async def test_legs_go_to_the_least_loaded_live_worker_and_spread_in_a_burst(bus: Bus) -> None:
@@ -96,3 +98,35 @@ async def test_a_cancelled_caller_does_not_cancel_the_shared_read(bus: Bus) -> N
     first.cancel()
     assert [w.id for w in await second] == ["m1"]
     assert first.cancelled()
+
+
+async def test_a_call_is_admitted_only_when_every_role_has_room(bus: Bus) -> None:
+    admission = Admission(MediaPool(bus.redis, bus.keys, ttl=5.0, refresh_s=0.0), bus.redis, bus.keys, 5.0)
+    for pool in admission.sessions.values():
+        pool.refresh_s = 0.0  # read the registry every time
+    await beat(bus, "m1", load=0, capacity=10)
+    assert await admission.lacking() == "asr"  # no asr worker at all
+    await beat(bus, "a1", load=4, capacity=4, role="asr")
+    await beat(bus, "a2", load=0, capacity=4, role="asr", draining=True)
+    assert await admission.lacking() == "asr"  # one full, one draining
+    await beat(bus, "a3", load=3, capacity=4, role="asr")
+    await beat(bus, "l1", load=0, capacity=20, role="llm")
+    assert await admission.lacking() == "tts"
+    await beat(bus, "t1", load=199, capacity=200, role="tts")
+    assert await admission.lacking() is None
+    await beat(bus, "m1", load=10, capacity=10)
+    assert await admission.lacking() == "media"
+
+
+async def test_calls_admitted_since_the_last_read_count_against_a_roles_room(bus: Bus) -> None:
+    admission = Admission(MediaPool(bus.redis, bus.keys, ttl=5.0), bus.redis, bus.keys, 5.0)
+    for pool in admission.sessions.values():
+        pool.refresh_s = 60.0
+    await beat(bus, "m1", load=0, capacity=10)
+    for role in ("asr", "llm", "tts"):
+        await beat(bus, f"{role}-1", load=0, capacity=2, role=role)
+    assert await admission.lacking() is None
+    admission.admitted()
+    assert await admission.lacking() is None
+    admission.admitted()
+    assert await admission.lacking() == "asr"  # the heartbeats do not show the two calls yet

@@ -30,6 +30,7 @@ from activecall.sip_edge.sip.syntax.message import make_response
 from activecall.store import CallRecord, CallStore
 from activecall.testing.media_responder import LegState, MediaResponder
 from activecall.testing.redis_server import free_port
+from activecall.testing.session_standins import SessionStandIns
 from activecall.testing.sipp import Sipp, SippResult
 
 CALLEE = "+15550004444"
@@ -128,7 +129,9 @@ class Edges:
 async def media(bus: Bus) -> AsyncIterator[MediaResponder]:
     responder = MediaResponder(bus, "media-test")
     await responder.start()
+    stand_ins = await SessionStandIns(bus).start()  # the session roles' room, for admission
     yield responder
+    await stand_ins.stop()
     await responder.stop()
 
 

@@ -65,6 +65,26 @@ async def test_without_media_capacity_the_edge_answers_503_with_retry_after(
     assert (refusal.status, refusal.headers.get("Retry-After")) == (503, "5")
 
 
+async def test_a_session_role_without_room_refuses_the_call_and_each_refusal_is_counted_once(
+    start_edge: EdgeFactory, phone_factory: list[RawPhone]
+) -> None:
+    """Media has room, the asr, llm and tts stand-ins have one session's room: one call is answered,
+    the next two are refused with 503 and counted once each, by the first role without room."""
+    harness = await start_edge(session_capacity=1)
+    labels = {"direction": "inbound", "reason": "asr"}
+    before = metric("activecall_sip_capacity_rejections_total", labels)
+    await call_up(harness, phone_factory)
+    for _ in range(2):
+        phone = await RawPhone.open(harness.port())
+        phone_factory.append(phone)
+        phone.invite()
+        refusal = await phone.final()
+        assert (refusal.status, refusal.headers.get("Retry-After")) == (503, "5")
+        phone.ack()
+    assert metric("activecall_sip_capacity_rejections_total", labels) - before == 2
+    assert harness.responder.opened == 1
+
+
 async def test_draining_refuses_new_calls_with_503(
     start_edge: EdgeFactory, phone_factory: list[RawPhone]
 ) -> None:

@@ -25,6 +25,7 @@ from activecall.bus import REDIS_DOWN, Bus, now_ms
 from activecall.config import RedisSettings
 from activecall.messages import Ack, LegClose, LegOpen, LegOpened, LegUpdate, Message
 from activecall.registry import Heartbeat, WorkerInfo
+from activecall.testing.session_standins import SessionStandIns
 
 log = logging.getLogger("activecall.testing.media_responder")
 
@@ -185,11 +186,14 @@ async def _main(args: argparse.Namespace) -> None:
     bus = Bus.from_settings(RedisSettings(url=args.redis_url, prefix=args.prefix))
     responder = MediaResponder(bus, args.worker_id, capacity=args.capacity, first_port=args.first_port)
     await responder.start()
+    stand_ins = await SessionStandIns(bus, args.capacity).start() if args.session_stand_ins else None
     log.info("media responder ready", extra={"worker": args.worker_id})
     try:
         await asyncio.Event().wait()
     finally:
         await responder.stop()
+        if stand_ins is not None:
+            await stand_ins.stop()
         await bus.close()
 
 
@@ -200,6 +204,11 @@ def main() -> None:
     parser.add_argument("--worker-id", default="media-responder")
     parser.add_argument("--capacity", type=int, default=100_000)
     parser.add_argument("--first-port", type=int, default=40000)
+    parser.add_argument(
+        "--session-stand-ins",
+        action="store_true",
+        help="also keep asr, llm and tts entries in the registry, so that an edge admits calls",
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     try:

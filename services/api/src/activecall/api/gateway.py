@@ -56,8 +56,9 @@ class Gateway:
         return await list_workers(self.bus.redis, self.bus.keys, role, self.config.redis.heartbeat_ttl)
 
     async def require_capacity(self) -> None:
-        """Refuse (503) when no live sip-edge or media worker has room for one more call."""
-        for role in (Role.SIP_EDGE, Role.MEDIA):
+        """Refuse (503) when a role a call needs (an edge, a media leg, asr, llm and tts sessions) has
+        no live worker with room for one more call. The edge checks again when it dials."""
+        for role in (Role.SIP_EDGE, Role.MEDIA, Role.ASR, Role.LLM, Role.TTS):
             if pick_least_loaded(await self.live_workers(role)) is None:
                 raise GatewayError(
                     503, f"no live {role} worker with free capacity", {"Retry-After": self.retry_after}

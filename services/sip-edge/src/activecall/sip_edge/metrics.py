@@ -46,7 +46,10 @@ PARSE_ERRORS = Counter(
 )
 ACL_REJECTIONS = Counter("activecall_sip_acl_rejections_total", "INVITEs refused by the source ACL (403)")
 CAPACITY_REJECTIONS = Counter(
-    "activecall_sip_capacity_rejections_total", "INVITEs refused for lack of capacity or while draining (503)"
+    "activecall_sip_capacity_rejections_total",
+    "Calls refused with 503, once each, by why: draining, max_calls, or the role with no room"
+    " (media, asr, llm, tts)",
+    ["direction", "reason"],
 )
 CALLS = Counter("activecall_calls_total", "Calls by direction and result", ["direction", "result"])
 CALLS_ACTIVE = Gauge("activecall_calls_active", "Calls held by this edge", ["direction"])

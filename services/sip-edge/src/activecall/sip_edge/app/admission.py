@@ -1,4 +1,9 @@
-"""Call admission: the source ACL and the media capacity seen through the worker registry."""
+"""Call admission: the source ACL, and room for the call in every role seen through the worker registry.
+
+A call needs a media leg and an asr, an llm and a tts session. The edge answers it only if the live,
+non-draining workers of each role have room (capacity less load, from their heartbeats, less what
+this edge admitted since it last read them); otherwise it is refused with 503 and Retry-After, and
+counted once, by the role that had no room (:class:`Admission`)."""
 
 from __future__ import annotations
 
@@ -12,7 +17,7 @@ from collections.abc import Iterable
 import redis.asyncio as aioredis
 
 from activecall.bus import REDIS_DOWN, Keys
-from activecall.contract import Role
+from activecall.contract import SESSION_ROLES, Role
 from activecall.registry import WorkerInfo, list_workers
 
 log = logging.getLogger("activecall.sip_edge.app.admission")
@@ -54,20 +59,28 @@ class Acl:
         return not self.allow or any(ip in network for network in self.allow)
 
 
-class MediaPool:
-    """Live media workers from ``workers:media``, read at most every ``refresh_s``, with the legs this
-    edge placed since the last read added to their load so a burst spreads out."""
+class RolePool:
+    """Live workers of one role from ``workers:{role}``, read at most every ``refresh_s``. Sessions are
+    not placed on a worker (the role's consumer group hands them out): what this edge admitted since
+    the last read is taken from the role's room as a whole."""
 
     def __init__(
-        self, redis: aioredis.Redis, keys: Keys, ttl: float, refresh_s: float = REGISTRY_REFRESH_S
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        ttl: float,
+        refresh_s: float = REGISTRY_REFRESH_S,
+        role: str = Role.MEDIA,
     ) -> None:
         self.redis = redis
         self.keys = keys
         self.ttl = ttl
         self.refresh_s = refresh_s
+        self.role = role
         self._workers: list[WorkerInfo] = []
         self._read_at = float("-inf")
         self._placed_since_read: Counter[str] = Counter()
+        self._admitted_since_read = 0
         self._reading: asyncio.Future[None] | None = None
 
     async def workers(self) -> list[WorkerInfo]:
@@ -81,20 +94,29 @@ class MediaPool:
 
     async def _read(self) -> None:
         try:
-            self._workers = await list_workers(self.redis, self.keys, Role.MEDIA, self.ttl)
+            self._workers = await list_workers(self.redis, self.keys, self.role, self.ttl)
         except REDIS_DOWN as exc:
-            log.warning("cannot read the media registry", extra={"error": str(exc)})
+            log.warning("cannot read the worker registry", extra={"role": self.role, "error": str(exc)})
             self._workers = []
         finally:
             self._reading = None
         self._read_at = time.monotonic()
         self._placed_since_read.clear()
+        self._admitted_since_read = 0
 
     def _free(self, worker: WorkerInfo) -> int:
         return worker.capacity - worker.load - self._placed_since_read[worker.id]
 
     async def has_capacity(self) -> bool:
         return any(not w.draining and self._free(w) > 0 for w in await self.workers())
+
+    async def has_room(self) -> bool:
+        """Room for one more session among the role's live workers, all taken together."""
+        room = sum(max(0, self._free(w)) for w in await self.workers() if not w.draining)
+        return room - self._admitted_since_read > 0
+
+    def admitted(self) -> None:
+        self._admitted_since_read += 1
 
     async def pick(self, exclude: Iterable[str] = ()) -> WorkerInfo | None:
         """The non-draining worker with the most room (lowest load ratio), or None."""
@@ -107,3 +129,34 @@ class MediaPool:
         best = min(candidates, key=lambda w: ((w.capacity - self._free(w)) / max(w.capacity, 1), w.id))
         self._placed_since_read[best.id] += 1
         return best
+
+
+class MediaPool(RolePool):
+    """Live media workers, with the legs this edge placed since the last read added to their load so
+    a burst spreads out."""
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, ttl: float, refresh_s: float = REGISTRY_REFRESH_S
+    ) -> None:
+        super().__init__(redis, keys, ttl, refresh_s, Role.MEDIA)
+
+
+class Admission:
+    """Whether a new call finds room: media (a worker with a free leg) and each session role."""
+
+    def __init__(self, media: MediaPool, redis: aioredis.Redis, keys: Keys, ttl: float) -> None:
+        self.media = media
+        self.sessions = {role: RolePool(redis, keys, ttl, role=role) for role in SESSION_ROLES}
+
+    async def lacking(self) -> str | None:
+        """The first role without room for one more call, or None."""
+        if not await self.media.has_capacity():
+            return Role.MEDIA
+        for role, pool in self.sessions.items():
+            if not await pool.has_room():
+                return role
+        return None
+
+    def admitted(self) -> None:
+        for pool in self.sessions.values():
+            pool.admitted()

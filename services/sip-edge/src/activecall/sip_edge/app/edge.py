@@ -23,7 +23,7 @@ from activecall.bus import now_ms as bus_now_ms
 from activecall.config import Config
 from activecall.contract import ConsumerGroup, EndReason
 from activecall.messages import Hangup, MediaTimeout, Originate, Transfer
-from activecall.sip_edge.app.admission import Acl, MediaPool
+from activecall.sip_edge.app.admission import Acl, Admission, MediaPool
 from activecall.sip_edge.app.adoption import SWEEP_S, Adoption
 from activecall.sip_edge.app.call import Call
 from activecall.sip_edge.app.calls import Calls
@@ -80,6 +80,7 @@ class Edge:
         self.acl = Acl(config.acl.allow, config.acl.deny)
         self.pool = MediaPool(bus.redis, bus.keys, config.redis.heartbeat_ttl)
         self.legs = LegClient(bus, self.pool)
+        self.admission = Admission(self.pool, bus.redis, bus.keys, config.redis.heartbeat_ttl)
         self.handler = make_handler(config.handler)
         self.ua = UserAgent(transport, self, resolver=resolver, settings=ua_settings, intervals=intervals)
         self.calls = Calls(edge_id, bus, self.store, self.legs, self.spawn)
@@ -221,10 +222,21 @@ class Edge:
         if not task.cancelled() and task.exception() is not None:
             log.error("edge task failed", exc_info=task.exception(), extra={"task": task.get_name()})
 
-    async def admit(self) -> bool:
-        if self.draining or len(self.calls) >= self.options.max_calls:
-            return False
-        return await self.pool.has_capacity()
+    async def refusal(self) -> str | None:
+        """Why a new call cannot be taken now (``draining``, ``max_calls``, or the role that has no
+        room for it), or None."""
+        if self.draining:
+            return "draining"
+        if len(self.calls) >= self.options.max_calls:
+            return "max_calls"
+        return await self.admission.lacking()
+
+    async def admit(self) -> str | None:
+        """:meth:`refusal`; a call with none is counted against the roles' room until the next read."""
+        reason = await self.refusal()
+        if reason is None:
+            self.admission.admitted()
+        return reason
 
     # ---------------------------------------------------------------- inbound and outbound
 
@@ -234,7 +246,7 @@ class Edge:
     async def _originate_loop(self) -> None:
         stream = self.bus.keys.originate()
         while self._running:
-            if not await self.admit():
+            if await self.refusal() is not None:
                 await asyncio.sleep(0.25)
                 continue
             try:

@@ -70,7 +70,7 @@ class InboundContext:
     acl: Acl
     handler: CallHandler
     # Whether the edge takes one more call now (not draining, below its limit, media capacity left).
-    admit: Callable[[], Awaitable[bool]]
+    admit: Callable[[], Awaitable[str | None]]  # None, or why the call is refused
     retry_after: int
 
 
@@ -87,8 +87,9 @@ class Inbound:
             metrics.child(metrics.CALLS, "inbound", "forbidden").inc()
             incoming.reject(403)
             return
-        if not await self.context.admit():
-            metrics.CAPACITY_REJECTIONS.inc()
+        refusal = await self.context.admit()
+        if refusal is not None:
+            metrics.child(metrics.CAPACITY_REJECTIONS, "inbound", refusal).inc()
             metrics.child(metrics.CALLS, "inbound", "unavailable").inc()
             incoming.reject(503, headers=self._retry_after())
             return
@@ -153,6 +154,7 @@ class Inbound:
         try:
             call.leg = leg = await self.context.legs.open(call.call_id, call.call_id, srtp)
         except LegError as exc:
+            metrics.child(metrics.CAPACITY_REJECTIONS, "inbound", "media").inc()
             raise SetupFailed(503, EndReason.NO_MEDIA_CAPACITY, headers=self._retry_after()) from exc
         self._check_cancelled(call, incoming)
         answer = self._negotiate(offer, media_address(leg, config.external_ip), leg.port, mode, leg.crypto)

@@ -18,6 +18,7 @@ from activecall.bus import BusTimeout
 from activecall.config import Config
 from activecall.contract import CallState, Direction, EndReason
 from activecall.messages import Originate
+from activecall.sip_edge import metrics
 from activecall.sip_edge.app.call import Call, SetupFailed, Spawn, uri_user
 from activecall.sip_edge.app.calls import Calls
 from activecall.sip_edge.app.dialplan import DialPlan
@@ -42,7 +43,7 @@ class OutboundContext:
     legs: LegClient
     ua: UserAgent
     # Whether the edge takes one more call now (not draining, below its limit, media capacity left).
-    admit: Callable[[], Awaitable[bool]]
+    admit: Callable[[], Awaitable[str | None]]  # None, or why the call is refused
     spawn: Spawn
 
 
@@ -96,12 +97,15 @@ class Outbound:
 
     async def _dial(self, call: Call, message: Originate, uri: SipUri, from_: NameAddr, to: NameAddr) -> None:
         context = self.context
-        if not await context.admit():
+        refusal = await context.admit()
+        if refusal is not None:
+            metrics.child(metrics.CAPACITY_REJECTIONS, "outbound", refusal).inc()
             raise SetupFailed(503, "no capacity")
         srtp = message.enable_srtp if message.enable_srtp is not None else context.config.enable_srtp
         try:
             call.leg = leg = await context.legs.open(call.call_id, call.call_id, srtp)
         except (LegError, BusTimeout) as exc:
+            metrics.child(metrics.CAPACITY_REJECTIONS, "outbound", "media").inc()
             raise SetupFailed(503, EndReason.NO_MEDIA_CAPACITY) from exc
         offer = build_offer(
             media_address(leg, context.config.external_ip),
