@@ -170,3 +170,8 @@ def test_check_config_command(tmp_path: Path) -> None:
     )
     assert bad.returncode == 1
     assert "did you mean tls_cert_file?" in bad.stderr
+
+
+def test_a_media_priority_out_of_range_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"media.nice: must be between -20 and 19, got -30"):
+        load_config(None, env={"ACTIVECALL_MEDIA__NICE": "-30"})

@@ -228,3 +228,21 @@ def test_a_bad_config_stops_the_service_with_the_key_named(tmp_path: Path) -> No
     )
     assert result.returncode == 2
     assert "udp_prot: unknown key; did you mean udp_port?" in result.stderr
+
+
+def test_the_media_worker_runs_at_the_configured_cpu_priority(tmp_path: Path, redis_url: str) -> None:
+    config, ports = write_config(tmp_path, redis_url)
+    with config.open("a") as toml:
+        toml.write("[media]\nnice = 7\n")  # a rise needs no privilege, so the test runs anywhere
+    process = start_service("media", config)
+    try:
+        assert wait_healthy(ports["media"])["role"] == "media"
+        deadline = time.monotonic() + 30
+        while "media-t" not in registry(redis_url, f"svc{os.getpid()}:", "media"):  # started
+            assert time.monotonic() < deadline, "no heartbeat"
+            time.sleep(0.1)
+        stat = Path(f"/proc/{process.pid}/stat").read_text()
+        assert int(stat.rsplit(")", 1)[1].split()[16]) == 7  # field 19 of proc(5): nice
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)

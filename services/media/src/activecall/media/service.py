@@ -2,9 +2,29 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
 from activecall.media.worker import MediaWorker
 from activecall.reaper import Reaper
 from activecall.service import BaseService, Runtime, settle_collector
+
+log = logging.getLogger("activecall.media.service")
+
+
+def set_nice(nice: int) -> None:
+    """Run this process at CPU priority ``nice`` (``[media] nice``; 0 leaves it as it is)."""
+    if not nice:
+        return
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except PermissionError:
+        log.warning(
+            "cannot raise the media worker's CPU priority without CAP_SYS_NICE; running at its own",
+            extra={"nice": nice, "current": os.getpriority(os.PRIO_PROCESS, 0)},
+        )
+    else:
+        log.info("media worker CPU priority set", extra={"nice": nice})
 
 
 class MediaService(BaseService):
@@ -42,6 +62,7 @@ class MediaService(BaseService):
         return min(config.redis.heartbeat_interval, config.media.failover_after / 3)
 
     async def start(self) -> None:
+        set_nice(self.runtime.config.media.nice)
         await self.worker.start()
         self.reaper.start()
         settle_collector()
