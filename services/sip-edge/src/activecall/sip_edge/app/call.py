@@ -5,8 +5,8 @@ Every state change is written to the call record and announced on ``call:{id}:ev
 :class:`SessionStart` entries; the end closes the leg, finishes the record and emits
 :class:`CallEnded`. Ending is idempotent, whoever triggers it (BYE either way, a command, a media
 timeout, a failed setup). A call whose media worker is lost or drains moves to a new leg on another
-worker with a re-INVITE (:meth:`Call.move_media`). A call knows its edge only through a
-:class:`CallContext`.
+worker with a re-INVITE, or an UPDATE when the peer allows it (:meth:`Call.move_media`). A call
+knows its edge only through a :class:`CallContext`.
 """
 
 from __future__ import annotations
@@ -460,7 +460,8 @@ class Call(SessionListener):
     async def move_media(
         self, reason: str, heard_until: float, external_ip: str, new_key: bool = True
     ) -> bool:
-        """Move the call's audio to a new leg on another worker and re-INVITE the peer with it.
+        """Move the call's audio to a new leg on another worker and offer it to the peer (an UPDATE
+        when the peer allows it, else a re-INVITE: :meth:`Session.reoffer`).
 
         The new leg takes over the call's agent audio from ``heard_until`` (see LegOpen) and sends
         with a key of its own, or with the old leg's unless ``new_key``; the offer
@@ -493,20 +494,21 @@ class Call(SessionListener):
             return self._move_failed(reason, f"no media worker took the call ({exc})", peer_moved=False)
         address = media_address(new, external_ip)
         offer = media_reoffer(SessionDescription.parse(session.local_sdp), answer, new, address)
+        offer_name = "UPDATE" if session.offer_method == "UPDATE" else "re-INVITE"
         response = await session.reoffer(bytes(offer))
         if response is None or self._ending:
             return self._move_failed(reason, "", peer_moved=False)
         if not 200 <= response.status < 300:
             # RFC 3261 section 12.2.1.2: a 481 or 408 to a request within a dialog ends the dialog.
             gone = response.status in (408, 481)
-            error = f"re-INVITE answered {response.status} {response.reason}".strip()
+            error = f"{offer_name} answered {response.status} {response.reason}".strip()
             return self._move_failed(reason, error, peer_moved=gone)
         try:
             outcome = process_answer(offer, SessionDescription.parse(response.body))
             await legs.update(self.call_id, new, outcome)
         except (SdpError, LegError, BusTimeout, *REDIS_DOWN) as exc:
             return self._move_failed(
-                reason, f"the answer to the re-INVITE is unusable ({exc})", peer_moved=True
+                reason, f"the answer to the {offer_name} is unusable ({exc})", peer_moved=True
             )
         if self._ending:
             return False

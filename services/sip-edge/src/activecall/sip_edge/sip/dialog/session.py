@@ -367,15 +367,35 @@ class InviteSession:
                 self.listener.on_dialog_changed(self)
             return response
 
-    async def reoffer(self, body: bytes, attempts: int = REOFFER_ATTEMPTS) -> SipResponse | None:
-        """Offer new media in a re-INVITE (RFC 3261 section 14.1), None if the session ended first.
+    @property
+    def offer_method(self) -> str:
+        """How :meth:`reoffer` sends a new offer: UPDATE when the peer allows it, else INVITE."""
+        return "UPDATE" if "UPDATE" in self.peer_allow else "INVITE"
 
-        A UAC must not start an INVITE transaction while another is in progress in either direction, so
-        this waits for the ACK of any 2xx we sent and for a re-INVITE of the peer to finish. A 491 (both
-        sides offered at once) is tried again after the section's random wait: 2.1-4 s when we placed
+    async def update(self, body: bytes) -> SipResponse:
+        """An UPDATE offering ``body`` (RFC 3311 section 5.1); a 2xx's answer is kept. No ACK: the
+        offer and its answer are done in one transaction."""
+        async with self._invite_lock:
+            extra = [("Allow", ALLOW), ("Supported", SUPPORTED)]
+            response, _ = await self._request("UPDATE", extra, body, CONTENT_SDP)
+            if 200 <= response.status < 300:
+                self.dialog.refresh_target(response)  # UPDATE is a target refresh (section 5.1)
+                self.local_sdp = body
+                self.remote_sdp = response.body or self.remote_sdp
+                self.listener.on_dialog_changed(self)
+            return response
+
+    async def reoffer(self, body: bytes, attempts: int = REOFFER_ATTEMPTS) -> SipResponse | None:
+        """Offer new media, None if the session ended first: in an UPDATE when the peer allows it
+        (RFC 3311; one round trip, no ACK), else in a re-INVITE (RFC 3261 section 14.1).
+
+        Neither may start while an offer of either side is unanswered (RFC 3311 section 5.1; RFC 3261
+        section 14.1 for INVITE transactions), so this waits for the ACK of any 2xx we sent and for a
+        re-INVITE of the peer to finish. A 491 (both sides offered at once) is tried again after RFC
+        3261 section 14.1's random wait, which RFC 3311 section 5.2 takes over: 2.1-4 s when we placed
         the call (we own the Call-ID), else 0-2 s; at most ``attempts`` sends in all. The last final
-        response is returned: a 2xx is ACKed and its answer kept in ``remote_sdp``; after any other
-        the session's media is unchanged (a 481 or 408 means the dialog is gone).
+        response is returned: a 2xx's answer is kept in ``remote_sdp`` (a re-INVITE's 2xx is ACKed);
+        after any other the session's media is unchanged (a 481 or 408 means the dialog is gone).
         """
         response: SipResponse | None = None
         for attempt in range(attempts):
@@ -385,7 +405,7 @@ class InviteSession:
             await self._invite_idle()
             if self.terminated.is_set():
                 return None
-            response = await self.reinvite(body)
+            response = await (self.update(body) if self.offer_method == "UPDATE" else self.reinvite(body))
             if response.status != 491:
                 return response
         return response
