@@ -117,6 +117,26 @@ def test_up_starts_redis_and_the_services_and_restarts_one_that_dies(tmp_path: P
         assert supervisor_restarts(ports["supervisor"], "llm") == 1
         unchanged = {i: w["pid"] for i, w in before.items() if i != victim["id"]}
         assert {i: after[i]["pid"] for i in unchanged} == unchanged
+
+        # The private Redis dies too: it is started again from its append-only file.
+        import redis
+
+        client = redis.Redis.from_url(redis_url, socket_timeout=2)
+        client.set("survives", "yes")
+        time.sleep(1.5)  # appendfsync everysec
+        redis_pid = int(client.info("server")["process_id"])
+        os.kill(redis_pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if client.get("survives") == b"yes" and int(client.info("server")["process_id"]) != redis_pid:
+                    break
+            except redis.RedisError:
+                pass
+            assert time.monotonic() < deadline, "redis-server was not started again with its data"
+            time.sleep(0.2)
+        client.close()
+        assert up.poll() is None
     finally:
         up.send_signal(signal.SIGINT)
         status = up.wait(timeout=30)
@@ -124,6 +144,7 @@ def test_up_starts_redis_and_the_services_and_restarts_one_that_dies(tmp_path: P
     stderr = log.read_text()
     assert f"{victim['id']} exited with status -9; starting it again in" in stderr
     assert f"{victim['id']} started again" in stderr
+    assert "redis-server started again from its append-only file" in stderr
     # Every child and the private Redis are gone.
     leftovers = subprocess.run(["pgrep", "-f", str(config)], capture_output=True, text=True, check=False)
     assert leftovers.stdout == ""

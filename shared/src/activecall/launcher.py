@@ -11,6 +11,9 @@ minute starts again at 1 s), with a log line and ``activecall_supervisor_restart
 children and their calls are not touched: the restarted worker (or a sibling of its role) takes the
 dead one's sessions over from Redis. A child that exits before the system is first up is a set-up
 error (a bad config, a port in use): everything stops and the error is shown.
+
+The Redis it starts keeps an append-only file (as compose runs it) and is started again the same way
+when it dies, from that file: the calls' state survives.
 """
 
 from __future__ import annotations
@@ -129,10 +132,11 @@ def start_redis_server(url: str, workdir: Path) -> subprocess.Popen[bytes]:
             host,
             "--port",
             str(port),
-            "--save",
-            "",
+            # As compose runs it: an append-only file, so a restarted server has every call's state.
             "--appendonly",
-            "no",
+            "yes",
+            "--save",
+            "60 1000",
             "--dir",
             str(workdir),
         ],
@@ -166,6 +170,9 @@ class Launcher:
         self.env = {**os.environ, **(extra_env or {}), "REDIS_URL": config.redis.url}
         self.children: list[Child] = []
         self.redis_process: subprocess.Popen[bytes] | None = None
+        self.redis_dir: Path | None = None
+        self.redis_failures = 0
+        self.redis_restart_at: float | None = None
         self.metrics_port: int | None = None
 
     def serve_metrics(self) -> None:
@@ -198,7 +205,7 @@ class Launcher:
 
     def start(self) -> None:
         if not redis_reachable(self.config.redis.url):
-            workdir = Path(tempfile.mkdtemp(prefix="activecall-redis-"))
+            workdir = self.redis_dir = Path(tempfile.mkdtemp(prefix="activecall-redis-"))
             print(f"Redis at {self.config.redis.url} is unreachable: starting redis-server", flush=True)
             self.redis_process = start_redis_server(self.config.redis.url, workdir)
         for role, worker_id, port in self.plan():
@@ -217,6 +224,7 @@ class Launcher:
 
     def supervise(self, now: float) -> None:
         """One look at the children: schedule the restart of one that died, start one whose time came."""
+        self._supervise_redis(now)
         for child in self.children:
             if child.restart_at is not None:
                 if now >= child.restart_at:
@@ -239,6 +247,35 @@ class Launcher:
                 flush=True,
             )
         self._count_running()
+
+    def _supervise_redis(self, now: float) -> None:
+        """The Redis this launcher started, started again from its append-only file if it died."""
+        if self.redis_process is None or self.redis_dir is None:
+            return
+        if self.redis_restart_at is not None:
+            if now >= self.redis_restart_at:
+                self.redis_restart_at = None
+                try:
+                    self.redis_process = start_redis_server(self.config.redis.url, self.redis_dir)
+                except RuntimeError as exc:
+                    print(f"redis-server not started again: {exc}", file=sys.stderr, flush=True)
+                    self.redis_failures += 1
+                    self.redis_restart_at = now + restart_delay(self.redis_failures)
+                    return
+                RESTARTS.labels("redis").inc()
+                print("redis-server started again from its append-only file", file=sys.stderr, flush=True)
+            return
+        status = self.redis_process.poll()
+        if status is None:
+            return
+        self.redis_failures += 1
+        delay = restart_delay(self.redis_failures)
+        self.redis_restart_at = now + delay
+        print(
+            f"redis-server exited with status {status}; starting it again in {delay:.1f} s",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def wait_for_heartbeats(self) -> list[WorkerInfo]:
         """Poll the registry until every child has a live heartbeat; raise if one exits or time runs out."""
