@@ -14,6 +14,7 @@ from activecall.launcher import (
     RESTART_MAX_S,
     Child,
     Launcher,
+    Restarts,
     parse_workers,
     restart_delay,
 )
@@ -67,7 +68,7 @@ def launcher(monkeypatch: pytest.MonkeyPatch) -> tuple[Launcher, list[str]]:
 
 def child(worker_id: str, status: int | None, started: float = 0.0) -> Child:
     process = cast("subprocess.Popen[bytes]", FakeProcess(status))
-    return Child(worker_id.split("-")[0], worker_id, None, process, started)
+    return Child(worker_id.split("-")[0], worker_id, None, process, Restarts(worker_id, started))
 
 
 def test_a_dead_child_starts_again_after_a_growing_delay_and_the_others_are_left_alone(
@@ -77,16 +78,18 @@ def test_a_dead_child_starts_again_after_a_growing_delay_and_the_others_are_left
     dead, alive = child("llm-h-1", -9), child("asr-h-1", None)
     supervisor.children = [dead, alive]
     supervisor.supervise(1.0)
-    assert dead.restart_at is not None and 1.0 + 0.8 <= dead.restart_at <= 1.0 + 1.0
-    supervisor.supervise(dead.restart_at - 0.01)
+    due = dead.restarts.due
+    assert due is not None and 1.0 + 0.8 <= due <= 1.0 + 1.0
+    supervisor.supervise(due - 0.01)
     assert spawned == []
-    supervisor.supervise(dead.restart_at)
-    assert spawned == ["llm-h-1"] and dead.restart_at is None and dead.process.poll() is None
+    supervisor.supervise(due)
+    assert spawned == ["llm-h-1"] and dead.restarts.due is None and dead.process.poll() is None
     # It dies again at once: the next delay is about twice as long.
     cast(FakeProcess, dead.process).status = 1
     supervisor.supervise(5.0)
-    assert dead.failures == 2 and dead.restart_at is not None and 5.0 + 1.6 <= dead.restart_at <= 5.0 + 2.0
-    assert alive.restart_at is None and alive.failures == 0
+    due = dead.restarts.due
+    assert dead.restarts.failures == 2 and due is not None and 5.0 + 1.6 <= due <= 5.0 + 2.0
+    assert alive.restarts.due is None and alive.restarts.failures == 0
 
 
 def test_a_child_that_ran_a_while_restarts_after_the_first_delay_again(
@@ -94,8 +97,9 @@ def test_a_child_that_ran_a_while_restarts_after_the_first_delay_again(
 ) -> None:
     supervisor, _ = launcher
     veteran = child("tts-h-1", 0, started=0.0)
-    veteran.failures = 5
+    veteran.restarts.failures = 5
     supervisor.children = [veteran]
     supervisor.supervise(HEALTHY_AFTER_S + 1)
-    assert veteran.failures == 1
-    assert veteran.restart_at is not None and veteran.restart_at - (HEALTHY_AFTER_S + 1) <= 1.0
+    due = veteran.restarts.due
+    assert veteran.restarts.failures == 1
+    assert due is not None and due - (HEALTHY_AFTER_S + 1) <= 1.0

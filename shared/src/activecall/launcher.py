@@ -95,14 +95,36 @@ def restart_delay(failures: int, rand: random.Random | None = None) -> float:
 
 
 @dataclass
+class Restarts:
+    """When a process that died is started again: after :func:`restart_delay` of its quick deaths."""
+
+    name: str
+    started: float = 0.0
+    failures: int = 0  # deaths in a row, each within HEALTHY_AFTER_S of its start
+    due: float | None = None  # when to start it again, while it is dead
+
+    def died(self, now: float, status: int) -> None:
+        self.failures = 1 if now - self.started >= HEALTHY_AFTER_S else self.failures + 1
+        delay = restart_delay(self.failures)
+        self.due = now + delay
+        print(f"{self.name} exited with status {status}; starting it again in {delay:.1f} s", file=sys.stderr)
+        sys.stderr.flush()
+
+    def start_now(self, now: float) -> bool:
+        """True (once) when its time to start again has come."""
+        if self.due is None or now < self.due:
+            return False
+        self.due, self.started = None, now
+        return True
+
+
+@dataclass
 class Child:
     role: str
     worker_id: str
     metrics_port: int | None
     process: subprocess.Popen[bytes]
-    started: float
-    failures: int = 0  # deaths in a row, each within HEALTHY_AFTER_S of its start
-    restart_at: float | None = None
+    restarts: Restarts
 
 
 def redis_reachable(url: str, timeout: float = 1.0) -> bool:
@@ -171,8 +193,7 @@ class Launcher:
         self.children: list[Child] = []
         self.redis_process: subprocess.Popen[bytes] | None = None
         self.redis_dir: Path | None = None
-        self.redis_failures = 0
-        self.redis_restart_at: float | None = None
+        self.redis_restarts = Restarts("redis-server")
         self.metrics_port: int | None = None
 
     def serve_metrics(self) -> None:
@@ -208,10 +229,10 @@ class Launcher:
             workdir = self.redis_dir = Path(tempfile.mkdtemp(prefix="activecall-redis-"))
             print(f"Redis at {self.config.redis.url} is unreachable: starting redis-server", flush=True)
             self.redis_process = start_redis_server(self.config.redis.url, workdir)
+            self.redis_restarts.started = time.monotonic()
         for role, worker_id, port in self.plan():
-            self.children.append(
-                Child(role, worker_id, port, self._spawn(role, worker_id, port), time.monotonic())
-            )
+            process = self._spawn(role, worker_id, port)
+            self.children.append(Child(role, worker_id, port, process, Restarts(worker_id, time.monotonic())))
         self._count_running()
 
     def _spawn(self, role: str, worker_id: str, port: int | None) -> subprocess.Popen[bytes]:
@@ -226,56 +247,30 @@ class Launcher:
         """One look at the children: schedule the restart of one that died, start one whose time came."""
         self._supervise_redis(now)
         for child in self.children:
-            if child.restart_at is not None:
-                if now >= child.restart_at:
-                    child.restart_at = None
-                    child.started = now
-                    child.process = self._spawn(child.role, child.worker_id, child.metrics_port)
-                    RESTARTS.labels(child.role).inc()
-                    started = f"{child.worker_id} started again (pid {child.process.pid})"
-                    print(started, file=sys.stderr, flush=True)
-                continue
-            status = child.process.poll()
-            if status is None:
-                continue
-            child.failures = 1 if now - child.started >= HEALTHY_AFTER_S else child.failures + 1
-            delay = restart_delay(child.failures)
-            child.restart_at = now + delay
-            print(
-                f"{child.worker_id} exited with status {status}; starting it again in {delay:.1f} s",
-                file=sys.stderr,
-                flush=True,
-            )
+            if child.restarts.start_now(now):
+                child.process = self._spawn(child.role, child.worker_id, child.metrics_port)
+                RESTARTS.labels(child.role).inc()
+                started = f"{child.worker_id} started again (pid {child.process.pid})"
+                print(started, file=sys.stderr, flush=True)
+            elif child.restarts.due is None and (status := child.process.poll()) is not None:
+                child.restarts.died(now, status)
         self._count_running()
 
     def _supervise_redis(self, now: float) -> None:
         """The Redis this launcher started, started again from its append-only file if it died."""
         if self.redis_process is None or self.redis_dir is None:
             return
-        if self.redis_restart_at is not None:
-            if now >= self.redis_restart_at:
-                self.redis_restart_at = None
-                try:
-                    self.redis_process = start_redis_server(self.config.redis.url, self.redis_dir)
-                except RuntimeError as exc:
-                    print(f"redis-server not started again: {exc}", file=sys.stderr, flush=True)
-                    self.redis_failures += 1
-                    self.redis_restart_at = now + restart_delay(self.redis_failures)
-                    return
-                RESTARTS.labels("redis").inc()
-                print("redis-server started again from its append-only file", file=sys.stderr, flush=True)
-            return
-        status = self.redis_process.poll()
-        if status is None:
-            return
-        self.redis_failures += 1
-        delay = restart_delay(self.redis_failures)
-        self.redis_restart_at = now + delay
-        print(
-            f"redis-server exited with status {status}; starting it again in {delay:.1f} s",
-            file=sys.stderr,
-            flush=True,
-        )
+        if self.redis_restarts.start_now(now):
+            try:
+                self.redis_process = start_redis_server(self.config.redis.url, self.redis_dir)
+            except RuntimeError as exc:
+                self.redis_restarts.died(now, -1)
+                print(f"redis-server not started again: {exc}", file=sys.stderr, flush=True)
+                return
+            RESTARTS.labels("redis").inc()
+            print("redis-server started again from its append-only file", file=sys.stderr, flush=True)
+        elif self.redis_restarts.due is None and (status := self.redis_process.poll()) is not None:
+            self.redis_restarts.died(now, status)
 
     def wait_for_heartbeats(self) -> list[WorkerInfo]:
         """Poll the registry until every child has a live heartbeat; raise if one exits or time runs out."""
