@@ -24,7 +24,7 @@ from activecall.sentences import APOLOGY, split_text
 from activecall.service import Runtime
 from activecall.tts.engines import TtsEngine
 from activecall.tts.engines.piper import PiperEngine
-from activecall.tts.presynthesis import PRESYNTHESIS_RATE, playbook_phrases
+from activecall.tts.presynthesis import APOLOGY_PIECES, PRESYNTHESIS_RATE, playbook_phrases
 from activecall.tts.service import TtsService
 
 GREETING = "Hello, thanks for calling {{ company }}. Dr. Smith is in today!"
@@ -325,3 +325,20 @@ async def test_presynthesis_can_be_turned_off(make_tts: Factory, tmp_path: Path)
     assert tts.presynthesizer is None
     assert tts.cache.pinned_keys() == frozenset()
     assert engine_texts(tts) == []
+
+
+async def test_a_second_tts_loads_the_phrases_the_first_made_and_synthesizes_none(
+    make_tts: Factory, tmp_path: Path
+) -> None:
+    """A restarted or added tts worker takes its fixed phrases from Redis (shared_phrases)."""
+    (tmp_path / "shop.md").write_text(playbook_text(), encoding="utf-8")
+    loaded = sample("activecall_tts_presynthesis_loaded_phrases_total")
+    first = await make_tts()
+    assert sorted(engine_texts(first)) == sorted([*APOLOGY_PIECES, *GREETING_PIECES, *OTHER_PIECES])
+    second = await make_tts()
+    assert engine_texts(second) == []
+    assert pinned_texts(second) == pinned_texts(first)
+    expected = len(pinned_texts(first))
+    assert sample("activecall_tts_presynthesis_loaded_phrases_total") - loaded == expected
+    for text in GREETING_PIECES:
+        assert second.cache.peek(key(second, text)) == first.cache.peek(key(first, text))

@@ -98,6 +98,10 @@ class Keys:
     def sessions(self, role: str) -> str:
         return f"{self.prefix}sessions:{role}"
 
+    def tts_phrase(self, digest: str) -> str:
+        """A fixed phrase's speech, shared by the tts workers (activecall.tts.shared_phrases)."""
+        return f"{self.prefix}tts:phrase:{digest}"
+
     def media_control(self, worker_id: str) -> str:
         return f"{self.prefix}media:{worker_id}:control"
 

@@ -19,6 +19,10 @@ CACHE = Counter("activecall_tts_cache_lookups_total", "Phrase cache lookups", ["
 TURNS_CANCELLED = Counter(
     "activecall_tts_turns_cancelled_total", "Pieces whose synthesis a cancellation stopped"
 )
+PHRASES_LOADED = Counter(
+    "activecall_tts_presynthesis_loaded_phrases_total",
+    "Fixed playbook phrases another tts worker had synthesized, loaded from Redis instead of made again",
+)
 PRESYNTHESIZED = Counter(
     "activecall_tts_presynthesized_phrases_total",
     "Fixed playbook phrases synthesized ahead of calls (at start-up and when a playbook changes)",

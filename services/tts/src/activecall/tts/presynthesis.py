@@ -38,6 +38,7 @@ from jinja2 import meta
 from activecall.playbook import PLAYBOOK_SUFFIX, Playbook, PlaybookError, open_playbook, rewrite_header_names
 from activecall.sentences import APOLOGY, split_text
 from activecall.tts import metrics
+from activecall.tts.shared_phrases import SharedPhrases
 
 log = logging.getLogger("activecall.tts.presynthesis")
 
@@ -193,7 +194,9 @@ class Presynthesizer:
         dirs: Sequence[str | os.PathLike[str]],
         limit: int,
         poll_s: float = POLL_S,
+        shared: SharedPhrases | None = None,
     ) -> None:
+        self.shared = shared
         self.cache = cache
         self.key_of = key_of
         self.synthesize = synthesize
@@ -270,6 +273,12 @@ class Presynthesizer:
             if pcm is not None:
                 self.cache.pin(key, pcm)
                 return False
+            if self.shared is not None:
+                pcm = await self.shared.get(key)  # another worker made it
+                if pcm is not None:
+                    metrics.PHRASES_LOADED.inc()
+                    self.cache.pin(key, pcm)
+                    return False
             async with slots:
                 try:
                     pcm = await self.synthesize(piece, PRESYNTHESIS_RATE)
@@ -280,6 +289,8 @@ class Presynthesizer:
                     return False
             metrics.PRESYNTHESIZED.inc()
             self.cache.pin(key, pcm)
+            if self.shared is not None:
+                await self.shared.put(key, pcm)
             return True
 
         made = await asyncio.gather(*(pin(k, p) for k, p in keys.items() if k not in pinned))

@@ -29,6 +29,7 @@ from activecall.sessions import SessionContext
 from activecall.tts import metrics
 from activecall.tts.engines import TtsEngine, create_tts_engine
 from activecall.tts.presynthesis import CacheKey, Presynthesizer
+from activecall.tts.shared_phrases import SharedPhrases
 
 log = logging.getLogger("activecall.tts")
 
@@ -103,6 +104,7 @@ class TtsService(SessionService):
                 self.synthesize_at,
                 runtime.config.playbooks.dirs,
                 settings.presynthesize_max,
+                shared=SharedPhrases(runtime.bus),
             )
         self._poller: asyncio.Task[None] | None = None
 
