@@ -14,6 +14,10 @@ Scenarios, each on fresh calls:
 - ``rolling``: SIGTERM every copy of every role in turn, each started again and beating before the
   next one stops.
 
+Each copy's capacity (``[asr]``, ``[tts]``) is raised to N when the default is smaller: the edge
+admits a call only when every role has room, and one copy must carry every call while the other is
+down.
+
 4 s after the kill (after a rolling restart: once it is over) each call says a question and waits
 up to 25 s for the agent's next turn, listens 1 s, and hangs up (BYE). The harness then waits up to
 75 s for everything to be over and prints, per call, what happened, then one line per scenario::
@@ -277,7 +281,9 @@ def main() -> int:
     stop_on_sigterm()
     synth, voices = Synthesizer(), available_voices()
     root = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    fleet = Fleet(root, COPIES, [PLAYBOOKS], extra_config='[handler]\ndefault = "bench-turns.md"\n')
+    # Each copy of a role can carry every call alone: the scenarios kill one copy of two.
+    sized = f"[asr]\ncapacity = {max(8, args.calls)}\n[tts]\ncapacity = {max(20, args.calls)}\n"
+    fleet = Fleet(root, COPIES, [PLAYBOOKS], extra_config='[handler]\ndefault = "bench-turns.md"\n' + sized)
     outcomes: list[Outcome] = []
     failed = True
     try:
