@@ -3,8 +3,8 @@ SRTP): the worker holding the call's leg is killed (SIGKILL) or drained (SIGTERM
 speaks; the edge moves the leg to the other worker and re-INVITEs the phone, and the phone hears the
 rest of the agent's turn, compared with the tts output by normalised cross-correlation.
 
-The system runs without media workers of its own (``activecall up`` stops everything when one of its
-children dies); the two workers here are processes of the test.
+The system runs without media workers of its own (``activecall up`` would start a killed child again);
+the two workers here are processes of the test, which kills and drains them.
 
 The moved leg keeps the first leg's SRTP key (``[media] failover_new_key = false``), sent from the new
 worker's own SSRC: baresip 1.0.0, the phone these machines have, keeps its receiving SRTP context

@@ -5,8 +5,8 @@ everywhere: record, sessions, leases, cursors, legs, dialog state. (With no edge
 worker's orphan rules and the reaper end such a call: tests/media/test_orphaned_legs.py and
 tests/shared/test_reaper.py.)
 
-The killed edge is a process of the test (``activecall up`` stops everything when one of its children
-dies); the system's own edge and media worker run the reaper. Short timeouts make it quick:
+The killed edge is a process of the test, so that it stays dead (``activecall up`` would start a child
+of its own again); the system's own edge and media worker run the reaper. Short timeouts make it quick:
 ``rtp_timeout`` 3 s, ``orphan_grace`` 1 s, a sweep every second.
 """
 
