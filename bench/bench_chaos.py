@@ -16,7 +16,8 @@ Scenarios, each on fresh calls:
 
 A tts copy's capacity is raised to N when the default is smaller, so that one copy carries every
 call while the other is down; an asr copy keeps its default capacity, what one process (one core)
-recognises in real time.
+recognises in real time, and there are as many asr copies as the calls need (at least two): the edge
+admits a call only when every role has room.
 
 4 s after the kill (after a rolling restart: once it is over) each call says a question and waits
 up to 25 s for the agent's next turn, listens 1 s, and hangs up (BYE). The harness then waits up to
@@ -59,6 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 
 from activecall.bus import as_str
+from activecall.config import AsrSettings
 from activecall.messages import decode
 from chaos.calls import ChaosCall, wait_until
 from chaos.events import EventLog, holders, kill_and_restart, rolling_restart, victim
@@ -284,7 +286,8 @@ def main() -> int:
     # A tts copy can carry every call alone (speaking cached phrases costs little); an asr copy keeps
     # its capacity, what one core recognises in real time.
     sized = f"[tts]\ncapacity = {max(20, args.calls)}\n"
-    fleet = Fleet(root, COPIES, [PLAYBOOKS], extra_config='[handler]\ndefault = "bench-turns.md"\n' + sized)
+    copies = {**COPIES, "asr": max(COPIES["asr"], math.ceil(args.calls / AsrSettings().capacity))}
+    fleet = Fleet(root, copies, [PLAYBOOKS], extra_config='[handler]\ndefault = "bench-turns.md"\n' + sized)
     outcomes: list[Outcome] = []
     failed = True
     try:
@@ -295,7 +298,7 @@ def main() -> int:
             baseline = port_use(client, fleet.pids("media"), *RTP_RANGE)
         print(
             f"system up in {time.monotonic() - started:.1f} s: "
-            + ", ".join(f"{role} x{n}" for role, n in COPIES.items())
+            + ", ".join(f"{role} x{n}" for role, n in copies.items())
             + f"; baseline {baseline.bound} bound RTP ports, {baseline.blocks} port blocks; logs in {root}",
             flush=True,
         )
