@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import redis
 
 from activecall.bus import as_str
-from activecall.config import AsrSettings
+from activecall.config import AsrSettings, TtsSettings
 from activecall.messages import decode
 from chaos.calls import ChaosCall, wait_until
 from chaos.events import EventLog, holders, kill_and_restart, rolling_restart, victim
@@ -283,9 +283,7 @@ def main() -> int:
     stop_on_sigterm()
     synth, voices = Synthesizer(), available_voices()
     root = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
-    # A tts copy can carry every call alone (speaking cached phrases costs little); an asr copy keeps
-    # its capacity, what one core recognises in real time.
-    sized = f"[tts]\ncapacity = {max(20, args.calls)}\n"
+    sized = f"[tts]\ncapacity = {max(TtsSettings().capacity, args.calls)}\n"  # see the docstring
     copies = {**COPIES, "asr": max(COPIES["asr"], math.ceil(args.calls / AsrSettings().capacity))}
     fleet = Fleet(root, copies, [PLAYBOOKS], extra_config='[handler]\ndefault = "bench-turns.md"\n' + sized)
     outcomes: list[Outcome] = []

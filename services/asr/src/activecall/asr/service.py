@@ -13,8 +13,8 @@ events are not used to end turns.
 The recognizer hears the caller's turns only: between turns the frames go through the VAD and the
 detector and wait in a pre-roll of ``PREROLL_MS``; when a turn begins, the pre-roll and then every
 frame until the turn's end are fed to the engine, and the final closes the engine's utterance. A
-recognizer costs as much on silence as on speech (PocketSphinx: RTF 0.26 on either, here), and a
-caller is silent most of a call, listening: gating cuts the asr's CPU by that share, and a worker
+recognizer costs as much on a quiet line as on speech, or more (``bench/bench_asr.py`` prints both),
+and a caller is silent most of a call, listening: gating cuts the asr's CPU by that share, and a worker
 that takes a call over catches up on the silence it re-reads at the VAD's speed. The engine's times
 (on the audio it was fed) are put back on the media clock before they go out.
 

@@ -221,7 +221,7 @@ class InviteSession:
         self._peer_invite_idle = asyncio.Event()  # no re-INVITE of the peer in progress
         self._peer_invite_idle.set()
         self._last_ack: tuple[SipRequest, Destination] | None = None
-        self._invite_lock = asyncio.Lock()  # held while an INVITE transaction of ours is open
+        self._invite_lock = asyncio.Lock()  # held while an offer of ours (re-INVITE or UPDATE) is open
         self._tasks: set[asyncio.Task[Any]] = set()
         if dialog.is_uac:
             self.acked.set()
@@ -356,16 +356,7 @@ class InviteSession:
 
     async def reinvite(self, body: bytes, headers: HeaderItems = ()) -> SipResponse:
         """A re-INVITE offering ``body``; a 2xx is ACKed and its answer kept (RFC 3261 section 14.1)."""
-        async with self._invite_lock:
-            extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
-            response, sent = await self._request("INVITE", extra, body, CONTENT_SDP)
-            if 200 <= response.status < 300:
-                self.dialog.refresh_target(response)
-                await self.send_ack(sent)
-                self.local_sdp = body
-                self.remote_sdp = response.body or self.remote_sdp
-                self.listener.on_dialog_changed(self)
-            return response
+        return await self._offer("INVITE", body, headers)
 
     @property
     def offer_method(self) -> str:
@@ -375,11 +366,18 @@ class InviteSession:
     async def update(self, body: bytes) -> SipResponse:
         """An UPDATE offering ``body`` (RFC 3311 section 5.1); a 2xx's answer is kept. No ACK: the
         offer and its answer are done in one transaction."""
+        return await self._offer("UPDATE", body)
+
+    async def _offer(self, method: str, body: bytes, headers: HeaderItems = ()) -> SipResponse:
+        """Send an offer in ``method``; on a 2xx (ACKed if an INVITE's) take the peer's target (both
+        are target refreshes) and its answer."""
         async with self._invite_lock:
-            extra = [("Allow", ALLOW), ("Supported", SUPPORTED)]
-            response, _ = await self._request("UPDATE", extra, body, CONTENT_SDP)
+            extra = [("Allow", ALLOW), ("Supported", SUPPORTED), *headers]
+            response, sent = await self._request(method, extra, body, CONTENT_SDP)
             if 200 <= response.status < 300:
-                self.dialog.refresh_target(response)  # UPDATE is a target refresh (section 5.1)
+                self.dialog.refresh_target(response)
+                if method == "INVITE":
+                    await self.send_ack(sent)
                 self.local_sdp = body
                 self.remote_sdp = response.body or self.remote_sdp
                 self.listener.on_dialog_changed(self)
