@@ -65,21 +65,15 @@ class RolePool:
     the last read is taken from the role's room as a whole."""
 
     def __init__(
-        self,
-        redis: aioredis.Redis,
-        keys: Keys,
-        ttl: float,
-        refresh_s: float = REGISTRY_REFRESH_S,
-        role: str = Role.MEDIA,
+        self, redis: aioredis.Redis, keys: Keys, role: str, ttl: float, refresh_s: float = REGISTRY_REFRESH_S
     ) -> None:
         self.redis = redis
         self.keys = keys
+        self.role = role
         self.ttl = ttl
         self.refresh_s = refresh_s
-        self.role = role
         self._workers: list[WorkerInfo] = []
         self._read_at = float("-inf")
-        self._placed_since_read: Counter[str] = Counter()
         self._admitted_since_read = 0
         self._reading: asyncio.Future[None] | None = None
 
@@ -101,14 +95,14 @@ class RolePool:
         finally:
             self._reading = None
         self._read_at = time.monotonic()
-        self._placed_since_read.clear()
+        self._fresh_read()
+
+    def _fresh_read(self) -> None:
+        """The heartbeats just read count what was admitted before: forget it."""
         self._admitted_since_read = 0
 
     def _free(self, worker: WorkerInfo) -> int:
-        return worker.capacity - worker.load - self._placed_since_read[worker.id]
-
-    async def has_capacity(self) -> bool:
-        return any(not w.draining and self._free(w) > 0 for w in await self.workers())
+        return worker.capacity - worker.load
 
     async def has_room(self) -> bool:
         """Room for one more session among the role's live workers, all taken together."""
@@ -117,6 +111,27 @@ class RolePool:
 
     def admitted(self) -> None:
         self._admitted_since_read += 1
+
+
+class MediaPool(RolePool):
+    """Live media workers, with the legs this edge placed since the last read added to their load so
+    a burst spreads out."""
+
+    def __init__(
+        self, redis: aioredis.Redis, keys: Keys, ttl: float, refresh_s: float = REGISTRY_REFRESH_S
+    ) -> None:
+        super().__init__(redis, keys, Role.MEDIA, ttl, refresh_s)
+        self._placed_since_read: Counter[str] = Counter()
+
+    def _fresh_read(self) -> None:
+        super()._fresh_read()
+        self._placed_since_read.clear()
+
+    def _free(self, worker: WorkerInfo) -> int:
+        return super()._free(worker) - self._placed_since_read[worker.id]
+
+    async def has_capacity(self) -> bool:
+        return any(not w.draining and self._free(w) > 0 for w in await self.workers())
 
     async def pick(self, exclude: Iterable[str] = ()) -> WorkerInfo | None:
         """The non-draining worker with the most room (lowest load ratio), or None."""
@@ -131,22 +146,12 @@ class RolePool:
         return best
 
 
-class MediaPool(RolePool):
-    """Live media workers, with the legs this edge placed since the last read added to their load so
-    a burst spreads out."""
-
-    def __init__(
-        self, redis: aioredis.Redis, keys: Keys, ttl: float, refresh_s: float = REGISTRY_REFRESH_S
-    ) -> None:
-        super().__init__(redis, keys, ttl, refresh_s, Role.MEDIA)
-
-
 class Admission:
     """Whether a new call finds room: media (a worker with a free leg) and each session role."""
 
     def __init__(self, media: MediaPool, redis: aioredis.Redis, keys: Keys, ttl: float) -> None:
         self.media = media
-        self.sessions = {role: RolePool(redis, keys, ttl, role=role) for role in SESSION_ROLES}
+        self.sessions = {role: RolePool(redis, keys, role, ttl) for role in SESSION_ROLES}
 
     async def lacking(self) -> str | None:
         """The first role without room for one more call, or None."""
