@@ -10,10 +10,10 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 SERVICES := sip-edge media asr llm tts api
 # testing/ holds the test drivers (activecall.testing): installed here for the tests, never in an image.
 DISTRIBUTIONS := shared $(addprefix services/,$(SERVICES)) testing
-# Debian packages: Redis, the SIP peers the tests talk to (baresip, SIPp, Kamailio), sox for audio,
+# Debian packages: Redis and Redis Sentinel, the SIP peers the tests talk to (baresip, SIPp, Kamailio), sox for audio,
 # the checkers of the deployment files (Prometheus' promtool, docker-compose), and espeak-ng for the
 # voices of the turn-taking benchmarks' callers.
-APT_PACKAGES := redis-server curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose espeak-ng
+APT_PACKAGES := redis-server redis-sentinel curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose espeak-ng
 # Wheels installed for the models they ship, without their dependencies: Smart Turn v3.2 (end of turn)
 # from pipecat-ai, Silero VAD from silero-vad; both run on onnxruntime (docs/turns.md).
 MODEL_WHEELS := pipecat-ai==1.14.0 silero-vad==6.2.3
@@ -21,7 +21,7 @@ CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 WORKERS ?=
 CHAOS_CALLS ?= 20
-CHAOS_ROLES ?= asr,llm,tts,media,sip-edge,rolling
+CHAOS_ROLES ?= asr,llm,tts,media,sip-edge,rolling,redis,redis-sentinel
 
 .DEFAULT_GOAL := help
 .PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-messages bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns chaos compose-config clean
@@ -96,7 +96,7 @@ bench-tts: ## speech synthesis: time to first audio, real-time factor, voices pe
 bench-turns: ## turn-taking heard by a SIP/TLS + SRTP caller: v2v latency, barge-in, backchannels (3 configs)
 	$(PY) bench/bench_turns.py
 
-chaos: ## live SRTP calls through a kill of each role and a rolling restart: survived, audio gap, zombies, leaks (CHAOS_CALLS=20, CHAOS_ROLES=media,asr)
+chaos: ## live SRTP calls through a kill of each role, a rolling restart, a Redis restart and failover: survived, gap, zombies, leaks (CHAOS_CALLS=20, CHAOS_ROLES=media,redis)
 	$(PY) bench/bench_chaos.py --calls $(CHAOS_CALLS) --roles $(CHAOS_ROLES)
 
 compose-config: ## validate deploy/docker-compose.yml

@@ -1,4 +1,4 @@
-"""Chaos: live calls through the loss of each role (issue 20, ``make chaos``).
+"""Chaos: live calls through the loss of each role and of Redis (``make chaos``).
 
 The system runs as separate processes (bench/chaos/fleet.py): a private Redis, one sip-edge, and two
 copies each of media, asr, llm and tts, with the scripted agent of ``make bench-turns`` (its
@@ -13,6 +13,11 @@ Scenarios, each on fresh calls:
 - ``sip-edge``: SIGKILL the edge, start it again on the same ports 3 s later.
 - ``rolling``: SIGTERM every copy of every role in turn, each started again and beating before the
   next one stops.
+- ``redis``: SIGKILL Redis, start it again 3 s later from its append-only file (everything it had
+  acknowledged is back; the services reconnect).
+- ``redis-sentinel``: on a second system whose Redis is a master, a replica and three sentinels
+  (Debian's redis-sentinel): SIGKILL the master; the sentinels promote the replica and the services
+  find it through them; the old master is started again 3 s after the kill and rejoins as a replica.
 
 A tts copy's capacity is raised to N when the default is smaller, so that one copy carries every
 call while the other is down; an asr copy keeps its default capacity, what one process (one core)
@@ -36,7 +41,7 @@ up to 25 s for the agent's next turn, listens 1 s, and hangs up (BYE). The harne
 - leaked_keys: keys of the scenario's calls without a TTL, their leases and cursors, and their
   ``sessions:{role}`` entries.
 
-Run with ``make chaos`` (``CHAOS_CALLS=20``, ``CHAOS_ROLES=media,asr``) or::
+Run with ``make chaos`` (``CHAOS_CALLS=20``, ``CHAOS_ROLES=media,redis``) or::
 
     python bench/bench_chaos.py --calls 4 --roles media,sip-edge
 """
@@ -63,13 +68,21 @@ from activecall.bus import as_str
 from activecall.config import AsrSettings, TtsSettings
 from activecall.messages import decode
 from chaos.calls import ChaosCall, wait_until
-from chaos.events import EventLog, holders, kill_and_restart, rolling_restart, victim
+from chaos.events import (
+    EventLog,
+    fail_redis_over,
+    holders,
+    kill_and_restart,
+    kill_and_restart_redis,
+    rolling_restart,
+    victim,
+)
 from chaos.fleet import KEYS, Fleet
 from chaos.probes import Leftovers, PortUse, leftovers, port_use
 from turns.voices import QUESTIONS, Clip, Synthesizer, available_voices
 
 PLAYBOOKS = Path(__file__).resolve().parent / "turns" / "playbooks"
-ROLES = ("asr", "llm", "tts", "media", "sip-edge", "rolling")
+ROLES = ("asr", "llm", "tts", "media", "sip-edge", "rolling", "redis", "redis-sentinel")
 ROLLING_ORDER = ["asr", "llm", "tts", "media", "sip-edge"]
 COPIES = {"sip-edge": 1, "media": 2, "asr": 2, "llm": 2, "tts": 2}
 RTP_RANGE = (30000, 34000)  # activecall.testing.system's rtp_start_port..rtp_end_port
@@ -165,11 +178,16 @@ def run_event(fleet: Fleet, role: str, call_ids: list[str], calls: list[ChaosCal
         for call in calls:
             call.go.set()
         return log
-    counts = holders(fleet, role, call_ids)
-    target = victim(fleet, role, call_ids)
-    log = EventLog(time.monotonic())
-    log.note(f"{target} serves {counts[target]} of the {len(call_ids)} calls ({dict(counts)})")
-    restart = threading.Thread(target=kill_and_restart, args=(fleet, target, log), daemon=True)
+    if role in ("redis", "redis-sentinel"):
+        log = EventLog(time.monotonic())
+        event = kill_and_restart_redis if role == "redis" else fail_redis_over
+        restart = threading.Thread(target=event, args=(fleet, log), daemon=True)
+    else:
+        counts = holders(fleet, role, call_ids)
+        target = victim(fleet, role, call_ids)
+        log = EventLog(time.monotonic())
+        log.note(f"{target} serves {counts[target]} of the {len(call_ids)} calls ({dict(counts)})")
+        restart = threading.Thread(target=kill_and_restart, args=(fleet, target, log), daemon=True)
     restart.start()
     time.sleep(max(0.0, log.started + SPEAK_AFTER_S - time.monotonic()))
     log.note("callers speak")
@@ -285,34 +303,49 @@ def main() -> int:
     root = Path(tempfile.mkdtemp(prefix="bench-chaos-"))
     sized = f"[tts]\ncapacity = {max(TtsSettings().capacity, args.calls)}\n"  # see the docstring
     copies = {**COPIES, "asr": max(COPIES["asr"], math.ceil(args.calls / AsrSettings().capacity))}
-    fleet = Fleet(root, copies, [PLAYBOOKS], extra_config='[handler]\ndefault = "bench-turns.md"\n' + sized)
+    extra = '[handler]\ndefault = "bench-turns.md"\n' + sized
+    # The redis-sentinel scenario needs Redis under sentinels: a system of its own, after the others.
+    systems = [("system", [r for r in roles if r != "redis-sentinel"])]
+    systems += [("sentinel", ["redis-sentinel"])] if "redis-sentinel" in roles else []
     outcomes: list[Outcome] = []
     failed = True
     try:
-        started = time.monotonic()
-        fleet.start()
-        with fleet.client() as client:
-            wait_until(lambda: port_use(client, fleet.pids("media"), *RTP_RANGE).blocks >= 2, 10.0)
-            baseline = port_use(client, fleet.pids("media"), *RTP_RANGE)
-        print(
-            f"system up in {time.monotonic() - started:.1f} s: "
-            + ", ".join(f"{role} x{n}" for role, n in copies.items())
-            + f"; baseline {baseline.bound} bound RTP ports, {baseline.blocks} port blocks; logs in {root}",
-            flush=True,
-        )
-        for role in roles:
-            outcomes.append(run_scenario(fleet, role, args.calls, synth, voices, baseline, args.timeline))
+        for name, scenarios in systems:
+            if scenarios:
+                fleet = Fleet(root / name, copies, [PLAYBOOKS], extra, sentinel=name == "sentinel")
+                outcomes += run_on(fleet, scenarios, args.calls, synth, voices, args.timeline)
         failed = False
     except KeyboardInterrupt:
         print("interrupted: stopping everything", flush=True)
     finally:
-        fleet.stop()
         if args.keep or failed:
             print(f"logs and config kept in {root}")
         else:
             shutil.rmtree(root, ignore_errors=True)
     print("\n".join(o.line() for o in outcomes))
     return 1 if failed else 0
+
+
+def run_on(fleet: Fleet, roles: list[str], count: int, synth: Synthesizer, voices: list[str],
+           show_timeline: bool) -> list[Outcome]:  # fmt: skip
+    """Start the system, run the scenarios on it one after the other, stop it (whatever happens)."""
+    try:
+        started = time.monotonic()
+        fleet.start()
+        with fleet.client() as client:
+            wait_until(lambda: port_use(client, fleet.pids("media"), *RTP_RANGE).blocks >= 2, 10.0)
+            baseline = port_use(client, fleet.pids("media"), *RTP_RANGE)
+        redis_kind = "Redis under three sentinels" if fleet.sentinel else "Redis with an append-only file"
+        print(
+            f"system up in {time.monotonic() - started:.1f} s: "
+            + ", ".join(f"{role} x{n}" for role, n in fleet.copies.items())
+            + f", {redis_kind}; baseline {baseline.bound} bound RTP ports, {baseline.blocks} port blocks; "
+            f"logs in {fleet.root}",
+            flush=True,
+        )
+        return [run_scenario(fleet, role, count, synth, voices, baseline, show_timeline) for role in roles]
+    finally:
+        fleet.stop()
 
 
 if __name__ == "__main__":

@@ -59,6 +59,10 @@ SLOW: dict[str, list[str] | None] = {
     "tests/sip_edge/test_edge_memory.py": None,  # a steady call rate through the edge, memory measured
     "tests/shared/test_sessions.py": [
         "test_a_killed_worker_s_session_is_taken_over_from_its_cursor",  # a lease left to expire
+        "test_a_session_goes_on_through_a_redis_restart_from_its_append_only_file",  # Redis away 2 s
+    ],
+    "tests/shared/test_redis_clients.py": [
+        "test_every_client_follows_the_master_through_a_failover",  # real sentinels fail a master over
     ],
     "tests/api/test_api_events.py": [
         "test_sse_stays_open_on_a_quiet_call_longer_than_the_redis_socket_timeout",  # waits it out

@@ -62,6 +62,32 @@ def kill_and_restart(fleet: Fleet, worker_id: str, log: EventLog) -> None:
     restart(fleet, worker_id, log)
 
 
+def kill_and_restart_redis(fleet: Fleet, log: EventLog) -> None:
+    """SIGKILL Redis, start it again from its append-only file 3 s later."""
+    fleet.kill_redis()
+    log.note("SIGKILL redis-server")
+    time.sleep(max(0.0, log.started + RESTART_AFTER_S - time.monotonic()))
+    fleet.start_redis()
+    log.note("redis-server started again from its append-only file")
+
+
+def fail_redis_over(fleet: Fleet, log: EventLog) -> None:
+    """SIGKILL the Redis master; the sentinels promote the replica; the old master is started again
+    3 s after the kill and rejoins as a replica."""
+    assert fleet.cluster is not None
+    old_port = fleet.cluster.master_port()
+    killed = fleet.cluster.kill_master()
+    log.note(f"SIGKILL the Redis master (port {old_port})")
+    try:
+        new_port = fleet.cluster.wait_failover(old_port)
+        log.note(f"the sentinels promoted the replica (port {new_port})")
+    except RuntimeError as exc:
+        log.note(str(exc))
+    time.sleep(max(0.0, log.started + RESTART_AFTER_S - time.monotonic()))
+    killed.start()
+    log.note("the old master started again (it rejoins as a replica)")
+
+
 def restart(fleet: Fleet, worker_id: str, log: EventLog) -> None:
     """Start the copy again and wait (bounded) for its beat; a failure is noted, not raised."""
     since = time.time()

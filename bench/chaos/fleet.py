@@ -1,4 +1,6 @@
-"""The system as separate processes the harness can kill one by one: a private Redis and every service
+"""The system as separate processes the harness can kill one by one: a private Redis (with an
+append-only file, as compose and ``activecall up`` run it; or a master, a replica and three
+sentinels) and every service
 started on its own (``python -m activecall.<role>``), with the config ``activecall up`` would get
 (activecall.testing.system), so each copy is a process of its own with a worker id of its own.
 
@@ -20,9 +22,12 @@ from pathlib import Path
 import redis
 
 from activecall.bus import Keys
+from activecall.config import RedisSettings
 from activecall.launcher import SERVICE_MODULES
+from activecall.redis_clients import sync_client
 from activecall.registry import WorkerInfo
 from activecall.testing.redis_server import RedisServer, free_port
+from activecall.testing.sentinel import MASTER_NAME, SentinelCluster
 from activecall.testing.system import system_config
 
 HEARTBEAT_TTL_S = 5.0
@@ -52,19 +57,27 @@ class Fleet:
     copies: dict[str, int]
     playbook_dirs: list[Path]
     extra_config: str = ""
+    sentinel: bool = False  # Redis as a master, a replica and three sentinels instead of one server
     drain_timeout_s: float = 30.0
     services: dict[str, Service] = field(default_factory=dict)
     redis_server: RedisServer | None = None
+    cluster: SentinelCluster | None = None
     stopping: bool = False  # set by stop(): a restart racing with it starts nothing
     _launching: threading.Lock = field(default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         self.ports = {name: free_port() for name in ("udp", "tls", "http", "redis")}
+        self.redis_settings = RedisSettings(url=f"redis://127.0.0.1:{self.ports['redis']}/0")
+        redis_config = ""
+        if self.sentinel:
+            self.cluster = SentinelCluster()
+            self.redis_settings.sentinels = self.cluster.addresses
+            self.redis_settings.sentinel_master = MASTER_NAME
+            redis_config = self.cluster.config()
         self.config, self.certificate = system_config(
-            self.root, self.ports, self.playbook_dirs, self.extra_config
+            self.root, self.ports, self.playbook_dirs, self.extra_config, redis_config
         )
-        self.redis_url = f"redis://127.0.0.1:{self.ports['redis']}/0"
         self.env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
 
     @property
@@ -72,10 +85,14 @@ class Fleet:
         return self.ports["tls"]
 
     def client(self) -> redis.Redis:
-        return redis.Redis.from_url(self.redis_url, socket_timeout=10)
+        """A client of the master (with sentinels: whichever server is master now)."""
+        return sync_client(self.redis_settings, socket_timeout=10)
 
     def start(self) -> None:
-        self.redis_server = RedisServer(self.ports["redis"]).start()
+        if self.cluster is not None:
+            self.cluster.start()
+        else:
+            self.redis_server = RedisServer(self.ports["redis"], append_only=True).start()
         for role, count in self.copies.items():
             for index in range(1, count + 1):
                 worker_id = f"{role}-chaos-{index}"
@@ -97,6 +114,15 @@ class Fleet:
             service.process = subprocess.Popen(
                 command, stdout=log, stderr=log, env=self.env, start_new_session=True
             )
+
+    def kill_redis(self) -> None:
+        assert self.redis_server is not None
+        self.redis_server.kill()
+
+    def start_redis(self) -> None:
+        """Redis again on its port, from its append-only file."""
+        assert self.redis_server is not None
+        self.redis_server.start()
 
     def of_role(self, role: str) -> list[Service]:
         return [s for s in self.services.values() if s.role == role]
@@ -175,3 +201,5 @@ class Fleet:
                 service.process.wait()
         if self.redis_server is not None:
             self.redis_server.stop()
+        if self.cluster is not None:
+            self.cluster.stop()

@@ -3,6 +3,7 @@ answer, then goodbye, after which the agent's hangup ends the call on both sides
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from e2e_calls import (
@@ -26,14 +27,23 @@ QUESTION = "What are your opening hours?"
 GOODBYE = "Thank you very much. Goodbye."
 
 
-def converse(system: System, folder: Path, user: str) -> tuple[BaresipPhone, str]:
-    """Call the agent, ask a question, say goodbye; the call ends when the agent hangs up."""
-    script = CallerScript([7.0, QUESTION, 6.0, GOODBYE, 20.0])
+def converse(
+    system: System,
+    folder: Path,
+    user: str,
+    before_question_s: float = 7.0,
+    meanwhile: Callable[[], None] | None = None,
+) -> tuple[BaresipPhone, str]:
+    """Call the agent, ask a question, say goodbye; the call ends when the agent hangs up.
+    ``meanwhile`` runs once the call is established, while the caller is still silent."""
+    script = CallerScript([before_question_s, QUESTION, 6.0, GOODBYE, 20.0])
     wav = script.write(folder / "caller.wav")
     phone = BaresipPhone(folder / "phone", wav, user, certificate=system.certificate).start()
     try:
         assert phone.dial(f"sip:agent@127.0.0.1:{system.tls_port};transport=tls")["ok"]
         phone.wait_event("CALL_ESTABLISHED", 30)
+        if meanwhile is not None:
+            meanwhile()
         phone.wait_event("CALL_CLOSED", 45)  # the agent hangs up after its goodbye
     finally:
         phone.stop()

@@ -9,11 +9,14 @@ import time
 
 from prometheus_client import REGISTRY
 
-from activecall.bus import Bus
+from activecall.bus import Bus, with_reconnect
 from activecall.config import RedisSettings
+from activecall.leases import LeaseKeeper
 from activecall.messages import CallEnded, Probe, SessionStart
 from activecall.registry import WorkerInfo
 from activecall.sessions import SessionContext, SessionWorker
+from activecall.testing.probe_worker import make_handler
+from activecall.testing.redis_server import RedisServer
 
 
 def probe_in(bus: Bus, call_id: str) -> str:
@@ -376,7 +379,7 @@ async def test_a_stalled_event_loop_keeps_its_leases_and_a_stuck_one_loses_them(
         assert started == ["a"]
         assert await bus.redis.get(bus.keys.lease("stall", "c-stall")) == b"a"
         time.sleep(a.leases.stall_limit + 2 * ttl)  # noqa: ASYNC251  stuck for good
-        await wait_until(lambda: _true_if(started == ["a", "b"]), 5, "worker b to take the session over")
+        await wait_until(lambda: _true_if(started == ["a", "b"]), 15, "worker b to take the session over")
         assert await bus.redis.get(bus.keys.lease("stall", "c-stall")) == b"b"
     finally:
         await a.stop()
@@ -385,3 +388,73 @@ async def test_a_stalled_event_loop_keeps_its_leases_and_a_stuck_one_loses_them(
 
 async def _true_if(value: bool) -> bool:
     return value
+
+
+async def test_a_lapsed_lease_is_taken_again_only_after_redis_was_away(bus: Bus) -> None:
+    """A lease key gone with nobody holding it: after a round that could not reach Redis (Redis came
+    back from its append-only file with the key expired) the keeper takes it again; otherwise (this
+    worker's loop was stuck) it reports it lost, for another worker to take the session over."""
+    keeper = LeaseKeeper(bus.settings, bus.keys, "lapse", "w", 5.0, 25.0, lambda call_id: None)
+    lease = bus.keys.lease("lapse", "c-lapse")
+    await bus.ensure_group(bus.keys.sessions("lapse"), "lapse")
+    try:
+        keeper.hold("c-lapse", "0-1")
+        assert keeper.renew_once(retake=True) == []
+        assert await bus.redis.get(lease) == b"w"
+        await bus.redis.delete(lease)
+        assert keeper.renew_once() == ["c-lapse"]
+        assert not await bus.redis.exists(lease)
+        await bus.redis.set(lease, "other")
+        keeper.hold("c-lapse", "0-1")
+        assert keeper.renew_once(retake=True) == ["c-lapse"], "another worker's lease was taken"
+        assert await bus.redis.get(lease) == b"other"
+    finally:
+        keeper.stop()
+
+
+async def test_a_session_goes_on_through_a_redis_restart_from_its_append_only_file() -> None:
+    """Redis is SIGKILLed mid-session and started again from its append-only file after four lease
+    TTLs: the worker that held the session keeps it (no takeover, no error, no second worker), its
+    handler goes on from the cursor, and every message sent before and after is handled."""
+    server = RedisServer(append_only=True).start()
+    settings = RedisSettings(url=server.url, lease_ttl=0.5)
+    bus = Bus.from_settings(settings)
+    workers = [
+        SessionWorker(bus, "probe", name, make_handler(bus, name, 0.01), capacity=10, lease_ttl=0.5)
+        for name in ("w-a", "w-b")
+    ]
+    lost_before = counter("activecall_sessions_lost_total", "probe")
+    try:
+        for worker in workers:
+            await worker.start()
+        await start_session(bus, "call-r")
+        await bus.publish_many([(probe_in(bus, "call-r"), Probe(seq=i)) for i in range(50)], maxlen=0)
+
+        async def first_half_done() -> bool:
+            return len({p.seq for p in await outputs(bus, "call-r")}) == 50
+
+        await wait_until(first_half_done, 20, "the first 50 messages")
+        server.kill()
+        await asyncio.sleep(4 * settings.lease_ttl)
+        server.start()
+        await with_reconnect(
+            lambda: bus.publish_many(
+                [(probe_in(bus, "call-r"), Probe(seq=i)) for i in range(50, 100)], maxlen=0
+            ),
+            "publish",
+        )
+
+        async def all_done() -> bool:
+            return len({p.seq for p in await outputs(bus, "call-r")}) == 100
+
+        await wait_until(all_done, 30, "the second 50 messages")
+        owners = {p.worker for p in await outputs(bus, "call-r")}
+        assert len(owners) == 1, f"the session changed hands: {owners}"
+        assert not await bus.read({bus.keys.events("call-r"): "0"}), "an error was reported"
+        assert counter("activecall_sessions_lost_total", "probe") == lost_before
+        assert sum(w.load for w in workers) == 1
+    finally:
+        for worker in workers:
+            await worker.stop()
+        await bus.close()
+        server.stop()

@@ -24,11 +24,11 @@ from redis.asyncio.connection import AbstractConnection
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from redis.maint_notifications import MaintNotificationsConfig
 
 from activecall import metrics, tokens
 from activecall.config import RedisSettings
 from activecall.messages import Message, MessageError, UnknownMessage, decode
+from activecall.redis_clients import async_client
 
 log = logging.getLogger("activecall.bus")
 
@@ -138,9 +138,11 @@ class Entry:
 
 
 class Backoff:
-    """Exponential backoff with full jitter, for reconnecting to Redis."""
+    """Exponential backoff with jitter, for reconnecting to Redis. The cap is short: while Redis is
+    away the callers hear nothing new, and each consumer is back at most ``cap`` after it returns (a
+    refused connection costs Redis nothing)."""
 
-    def __init__(self, base: float = 0.05, cap: float = 2.0) -> None:
+    def __init__(self, base: float = 0.05, cap: float = 0.5) -> None:
         self.base = base
         self.cap = cap
         self.attempt = 0
@@ -443,26 +445,6 @@ def _field_map(fields: list[bytes] | None) -> dict[bytes, bytes] | None:
     return None if fields is None else dict(zip(fields[::2], fields[1::2], strict=True))
 
 
-def connect_redis(
-    url: str, pool_class: type[aioredis.ConnectionPool] = aioredis.ConnectionPool, **pool_options: Any
-) -> aioredis.Redis:
-    """A client of the bus, owning its pool (``pool_options`` go to ``pool_class.from_url``).
-
-    A new connection sends no CLIENT SETINFO and no maintenance-notifications handshake: Redis before
-    7.2 refuses the one, the servers we run refuse the other, and each refusal redis-py swallows stays
-    in a reference cycle (exception, traceback, frame) with the frames of whoever opened the connection
-    (a call, on the edge) until the garbage collector runs."""
-    pool = pool_class.from_url(
-        url,
-        decode_responses=False,
-        health_check_interval=10,
-        driver_info=None,
-        maint_notifications_config=MaintNotificationsConfig(enabled=False),
-        **pool_options,
-    )
-    return aioredis.Redis.from_pool(pool)
-
-
 def as_str(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -480,7 +462,7 @@ class Bus:
 
     @classmethod
     def from_settings(cls, settings: RedisSettings) -> Bus:
-        return cls(connect_redis(settings.url), settings)
+        return cls(async_client(settings), settings)
 
     async def close(self) -> None:
         await self.shared.close()

@@ -41,13 +41,14 @@ def cmd_check_playbook(args: argparse.Namespace) -> int:
 
 
 def cmd_workers(args: argparse.Namespace) -> int:
-    from activecall.bus import Keys, connect_redis
+    from activecall.bus import Keys
+    from activecall.redis_clients import async_client
     from activecall.registry import ROLES, list_workers
 
     config = _load(args.config)
 
     async def main() -> list[dict[str, object]]:
-        redis = connect_redis(config.redis.url)
+        redis = async_client(config.redis)
         try:
             keys = Keys(config.redis.prefix)
             rows = []

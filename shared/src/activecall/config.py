@@ -82,6 +82,11 @@ class Handler:
 @dataclass
 class RedisSettings:
     url: str = "redis://127.0.0.1:6379/0"
+    # Redis Sentinel: "host:port" of each sentinel and the name of the master they watch. With them,
+    # clients ask the sentinels where the master is (again after a failover) and ``url`` gives only
+    # the database number and the credentials.
+    sentinels: list[str] = field(default_factory=list)
+    sentinel_master: str = "activecall"
     prefix: str = "ac:"
     events_maxlen: int = 10_000
     audio_maxlen: int = 3_000
@@ -311,6 +316,10 @@ def _check_semantics(config: Config) -> list[str]:
         problems.append("handler.default: required when handler.type is 'playbook'")
     if config.media.failover_after <= 0:
         problems.append(f"media.failover_after: must be above 0, got {config.media.failover_after}")
+    for address in config.redis.sentinels:
+        host, sep, port = address.rpartition(":")
+        if not (host and sep and port.isdigit()):
+            problems.append(f"redis.sentinels: expected HOST:PORT, got {address!r}")
     if config.redis.reaper_interval <= 0:
         problems.append(f"redis.reaper_interval: must be above 0, got {config.redis.reaper_interval}")
     if not -20 <= config.media.nice <= 19:

@@ -33,8 +33,9 @@ from pathlib import Path
 import redis
 from prometheus_client import Counter, Gauge, start_http_server
 
-from activecall.config import Config
+from activecall.config import Config, RedisSettings
 from activecall.contract import Role
+from activecall.redis_clients import sync_client
 from activecall.registry import ROLES, WorkerInfo
 
 SERVICE_MODULES: dict[str, str] = {
@@ -127,8 +128,8 @@ class Child:
     restarts: Restarts
 
 
-def redis_reachable(url: str, timeout: float = 1.0) -> bool:
-    client = redis.Redis.from_url(url, socket_connect_timeout=timeout, socket_timeout=timeout)
+def redis_reachable(settings: RedisSettings, timeout: float = 1.0) -> bool:
+    client = sync_client(settings, socket_connect_timeout=timeout, socket_timeout=timeout)
     try:
         return bool(client.ping())
     except (redis.ConnectionError, redis.TimeoutError, OSError):
@@ -167,7 +168,7 @@ def start_redis_server(url: str, workdir: Path) -> subprocess.Popen[bytes]:
     )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
-        if redis_reachable(url, 0.2):
+        if redis_reachable(RedisSettings(url=url), 0.2):
             return process
         if process.poll() is not None:
             raise RuntimeError(f"redis-server exited with status {process.returncode}")
@@ -225,7 +226,13 @@ class Launcher:
         return plan
 
     def start(self) -> None:
-        if not redis_reachable(self.config.redis.url):
+        if self.config.redis.sentinels:
+            if not redis_reachable(self.config.redis):
+                raise RuntimeError(
+                    f"no Redis master {self.config.redis.sentinel_master!r} through the sentinels "
+                    f"{', '.join(self.config.redis.sentinels)}"
+                )
+        elif not redis_reachable(self.config.redis):
             workdir = self.redis_dir = Path(tempfile.mkdtemp(prefix="activecall-redis-"))
             print(f"Redis at {self.config.redis.url} is unreachable: starting redis-server", flush=True)
             self.redis_process = start_redis_server(self.config.redis.url, workdir)
@@ -276,7 +283,7 @@ class Launcher:
         """Poll the registry until every child has a live heartbeat; raise if one exits or time runs out."""
         from activecall.bus import Keys
 
-        client = redis.Redis.from_url(self.config.redis.url)
+        client = sync_client(self.config.redis)
         keys = Keys(self.config.redis.prefix)
         wanted = {c.worker_id for c in self.children}
         deadline = time.monotonic() + self.wait_s

@@ -11,7 +11,11 @@ own, so a worker keeps its leases as long as its process runs and Redis answers,
 still loses them within the TTL. A worker whose loop is stuck for good must lose them too: the loop
 ticks the keeper (:meth:`LeaseKeeper.tick`), and leases are renewed only while the last tick is
 less than ``stall_limit`` old. A lease found taken by another worker is reported to the loop
-(``on_lost``), which stops that session.
+(``on_lost``), which stops that session. A lease found lapsed with no other holder in the first
+renewal after Redis could not be reached is taken again: Redis was away for longer than the TTL (and
+came back from its append-only file with the key expired, or a replica took over), nobody else
+serves the session, and dropping it would only make a worker take it over. A lease that lapsed
+because this worker's loop was stuck is not: another worker may be about to take the session.
 """
 
 from __future__ import annotations
@@ -25,12 +29,28 @@ from collections.abc import Callable
 import redis
 
 from activecall.bus import Keys
+from activecall.config import RedisSettings
+from activecall.redis_clients import sync_client
 
 log = logging.getLogger("activecall.leases")
 
-RENEW_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
+# ARGV[3] == '1' (Redis was unreachable in the last round): a lapsed lease is taken again.
+RENEW_OR_RETAKE = """
+local holder = redis.call('get', KEYS[1])
+if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+if not holder and ARGV[3] == '1' then
+  redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 2
+end
+return 0
+"""
+RETAKEN = 2
+
+RELEASE_IF_OWNER = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('del', KEYS[1])
 end
 return 0
 """
@@ -41,7 +61,7 @@ class LeaseKeeper:
 
     def __init__(
         self,
-        redis_url: str,
+        settings: RedisSettings,
         keys: Keys,
         role: str,
         worker_id: str,
@@ -56,14 +76,14 @@ class LeaseKeeper:
         self.stall_limit = stall_limit
         self.on_lost = on_lost
         self.stream = keys.sessions(role)
-        self.redis = redis.Redis.from_url(
-            redis_url, socket_timeout=lease_ttl / 2, socket_connect_timeout=lease_ttl / 2
-        )
-        self._renew = self.redis.register_script(RENEW_IF_OWNER)
+        self.redis = sync_client(settings, socket_timeout=lease_ttl / 2, socket_connect_timeout=lease_ttl / 2)
+        self._renew = self.redis.register_script(RENEW_OR_RETAKE)
+        self._release = self.redis.register_script(RELEASE_IF_OWNER)
         self._held: dict[str, str] = {}  # call id -> session entry id
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_tick = time.monotonic()
+        self._unreachable = False  # the last renewal failed: Redis was away
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -91,8 +111,9 @@ class LeaseKeeper:
         with self._lock:
             self._held.pop(call_id, None)
 
-    def renew_once(self) -> list[str]:
-        """Renew every held lease; the call ids whose lease another worker holds (or that lapsed)."""
+    def renew_once(self, retake: bool = False) -> list[str]:
+        """Renew every held lease (with ``retake``, taking a lapsed one again); the call ids whose
+        lease another worker holds or that lapsed."""
         with self._lock:
             held = list(self._held.items())
         if not held or time.monotonic() - self._last_tick > self.stall_limit:
@@ -101,7 +122,9 @@ class LeaseKeeper:
         pipe = self.redis.pipeline(transaction=False)
         for call_id, _ in held:
             self._renew(
-                keys=[self.keys.lease(self.role, call_id)], args=[self.worker_id, lease_ms], client=pipe
+                keys=[self.keys.lease(self.role, call_id)],
+                args=[self.worker_id, lease_ms, "1" if retake else "0"],
+                client=pipe,
             )
         results = pipe.execute()
         kept: list[int | bytes | str | memoryview[int]] = [
@@ -113,14 +136,21 @@ class LeaseKeeper:
         lost = [call_id for (call_id, _), ok in zip(held, results, strict=True) if not ok]
         for call_id in lost:
             self.drop(call_id)
+        retaken = [call_id for (call_id, _), ok in zip(held, results, strict=True) if ok == RETAKEN]
+        with self._lock:
+            ended = [call_id for call_id in retaken if call_id not in self._held]
+        for call_id in ended:  # its session ended and released the lease while this round ran
+            self._release(keys=[self.keys.lease(self.role, call_id)], args=[self.worker_id])
         return lost
 
     def _run(self) -> None:
         period = self.lease_ttl / 3
         while not self._stop.wait(period):
             try:
-                lost = self.renew_once()
+                lost = self.renew_once(retake=self._unreachable)
+                self._unreachable = False
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+                self._unreachable = True
                 log.warning("lease renewal failed", extra={"role": self.role, "error": str(exc)})
                 continue
             except redis.ResponseError as exc:  # NOGROUP after a Redis restart: the loop recreates it

@@ -103,7 +103,9 @@ class Heartbeat:
         metrics.WORKER_DRAINING.labels(self.info.role).set(int(self.info.draining))
 
     async def _run(self) -> None:
-        backoff = Backoff()
+        # Retried at least twice an interval: once Redis is back the beat must reach it before the
+        # edges, which restart their clocks then, count this worker as lost.
+        backoff = Backoff(cap=self.interval / 2)
         while True:
             try:
                 await self.beat()

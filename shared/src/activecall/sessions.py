@@ -28,12 +28,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 from activecall import metrics
-from activecall.bus import FIELD, REDIS_DOWN, Backoff, Bus, Entry, as_str
-from activecall.leases import LeaseKeeper
+from activecall.bus import FIELD, REDIS_DOWN, Backoff, Bus, Entry, as_str, with_reconnect
+from activecall.leases import RELEASE_IF_OWNER, LeaseKeeper
 from activecall.messages import CallError, SessionStart
 from activecall.registry import list_workers
 from activecall.tasks import stop_tasks
@@ -43,13 +44,6 @@ log = logging.getLogger("activecall.sessions")
 NOTE_PREFIX = "@"
 # A worker whose event loop has not run for this many lease TTLs is stuck: its leases lapse.
 STALL_LIMIT_TTLS = 5
-
-_RELEASE_IF_OWNER = """
-if redis.call('get', KEYS[1]) == ARGV[1] then
-  return redis.call('del', KEYS[1])
-end
-return 0
-"""
 
 
 @dataclass
@@ -90,8 +84,12 @@ class SessionContext:
         return self.positions.get(stream, "0")
 
     async def read(self, streams: Sequence[str], count: int = 100, block_ms: int = 1000) -> list[Entry]:
-        """Read the next entries of the call's streams after the positions reached so far."""
-        entries = await self.bus.read({s: self.position(s) for s in streams}, count=count, block_ms=block_ms)
+        """Read the next entries of the call's streams after the positions reached so far; while Redis
+        is away, wait for it (the read is the same again)."""
+        entries = await with_reconnect(
+            lambda: self.bus.read({s: self.position(s) for s in streams}, count=count, block_ms=block_ms),
+            f"read {self.session.role} session streams",
+        )
         for entry in entries:
             self.positions[entry.stream] = entry.id
             metrics.BUS_CONSUMED.labels(entry.message.TYPE).inc()
@@ -106,7 +104,8 @@ class SessionContext:
         changed = {k: v for k, v in wanted.items() if self._saved.get(k) != v}
         if not changed:
             return
-        await self.bus.redis.hset(self.bus.keys.cursor(self.session.role, self.call_id), mapping=changed)  # type: ignore[arg-type]
+        key = self.bus.keys.cursor(self.session.role, self.call_id)
+        await with_reconnect(lambda: self.bus.redis.hset(key, mapping=changed), "save a session cursor")  # type: ignore[arg-type]
         self._saved.update(changed)
 
     async def commit(self, entry: Entry) -> None:
@@ -140,7 +139,7 @@ class SessionWorker:
         self.draining = False
         self.active: dict[str, tuple[Session, asyncio.Task[None]]] = {}
         self.leases = LeaseKeeper(
-            bus.settings.url,
+            bus.settings,
             bus.keys,
             role,
             worker_id,
@@ -148,10 +147,11 @@ class SessionWorker:
             STALL_LIMIT_TTLS * self.lease_ttl,
             self._lease_lost,
         )
-        self._release = bus.redis.register_script(_RELEASE_IF_OWNER)
+        self._release = bus.redis.register_script(RELEASE_IF_OWNER)
         self._tasks: list[asyncio.Task[None]] = []
         self._idle = asyncio.Event()
         self._idle.set()
+        self._redis_failed_at = float("-inf")
 
     @property
     def load(self) -> int:
@@ -245,6 +245,7 @@ class SessionWorker:
                 await step()
                 backoff.reset()
             except REDIS_DOWN as exc:
+                self._redis_failed_at = time.monotonic()
                 metrics.REDIS_RECONNECTS.inc()
                 log.warning("redis unreachable", extra={"role": self.role, "error": str(exc)})
                 await asyncio.sleep(backoff.next_delay())
@@ -273,6 +274,11 @@ class SessionWorker:
             await self._begin(entry, taken_over=False)
 
     async def _take_over(self) -> None:
+        """Claim the sessions whose holder has not re-claimed them for a lease TTL. Right after Redis
+        was away every entry looks idle, and every lease may have lapsed: the live holders take
+        theirs again within a TTL (:mod:`activecall.leases`), so this waits that long first."""
+        if time.monotonic() - self._redis_failed_at < self.lease_ttl:
+            return
         start = "0-0"
         while self.free:
             start, entries = await self.bus.autoclaim(
@@ -320,21 +326,47 @@ class SessionWorker:
         )
 
     async def _run(self, ctx: SessionContext) -> None:
+        """Run the handler until the session ends. A handler that fails because Redis went away runs
+        again from the session's cursor once Redis answers, as a worker taking the session over would:
+        the call goes on, and its session entry and lease stay this worker's."""
         session = ctx.session
         finished = False
         try:
-            await self.handler(ctx)
-            finished = True
+            while not finished:
+                try:
+                    await self.handler(ctx)
+                    finished = True
+                except REDIS_DOWN as exc:
+                    log.warning(
+                        "session handler lost redis; resuming from the cursor",
+                        extra={"role": self.role, "call_id": session.call_id, "error": str(exc)},
+                    )
+                    metrics.REDIS_RECONNECTS.inc()
+                    ctx = await self._resumed(session)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             finished = True
             log.exception("session handler failed", extra={"role": self.role, "call_id": session.call_id})
-            await self.bus.emit(session.call_id, CallError(source=self.role, error=str(exc)))
+            try:
+                await self.bus.emit(session.call_id, CallError(source=self.role, error=str(exc)))
+            except REDIS_DOWN:
+                log.warning(
+                    "could not report the failure", extra={"role": self.role, "call_id": session.call_id}
+                )
         finally:
             self._forget(session.call_id)
             if finished:
-                await self._finish(session)
+                await with_reconnect(lambda: self._finish(session), f"end a {self.role} session")
+
+    async def _resumed(self, session: Session) -> SessionContext:
+        """A fresh context for ``session`` from its cursor in Redis, read once Redis answers."""
+        await asyncio.sleep(Backoff().next_delay())
+        key = self.bus.keys.cursor(self.role, session.call_id)
+        raw = await with_reconnect(lambda: self.bus.redis.hgetall(key), f"read a {self.role} cursor")
+        cursor = {as_str(k): as_str(v) for k, v in raw.items()}
+        resumed = Session(self.role, session.call_id, session.entry_id, session.start, True, cursor)
+        return SessionContext(self.bus, resumed, self.worker_id)
 
     def _forget(self, call_id: str) -> None:
         self.active.pop(call_id, None)
@@ -361,7 +393,7 @@ class SessionWorker:
             await asyncio.sleep(self.lease_ttl / 3)
 
     def _lease_lost(self, call_id: str) -> None:
-        """Another worker holds the lease now (or it lapsed): this worker's session of the call stops."""
+        """Another worker holds the lease now: this worker's session of the call stops."""
         held = self.active.get(call_id)
         if held is None:
             return

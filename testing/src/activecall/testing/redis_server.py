@@ -26,15 +26,24 @@ def free_port(kind: int = socket.SOCK_STREAM) -> int:
 
 
 class RedisServer:
-    """Start with :meth:`start`, stop with :meth:`stop` (or SIGKILL with :meth:`kill`)."""
+    """Start with :meth:`start`, stop with :meth:`stop` (or SIGKILL with :meth:`kill`).
 
-    def __init__(self, port: int | None = None) -> None:
+    With ``append_only`` it keeps an append-only file in its directory, as compose and ``activecall
+    up`` run Redis, so :meth:`start` after :meth:`kill` brings back everything it had acknowledged."""
+
+    def __init__(self, port: int | None = None, append_only: bool = False) -> None:
         self.port = port or free_port()
+        self.append_only = append_only
+        self.extra: list[str] = []
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.process: subprocess.Popen[bytes] | None = None
         self.dir = Path(tempfile.mkdtemp(prefix="activecall-test-redis-"))
 
-    def start(self, timeout: float = 10.0) -> RedisServer:
+    def start(self, timeout: float = 10.0, extra: list[str] | None = None) -> RedisServer:
+        """Start (again, after :meth:`kill`, on the same port and directory); ``extra`` arguments are
+        kept for a start after a kill."""
+        if extra is not None:
+            self.extra = extra
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is not installed; run `make setup`")
@@ -48,9 +57,10 @@ class RedisServer:
                 "--save",
                 "",
                 "--appendonly",
-                "no",
+                "yes" if self.append_only else "no",
                 "--dir",
                 str(self.dir),
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

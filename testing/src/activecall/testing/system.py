@@ -40,9 +40,14 @@ class System:
 
 
 def system_config(
-    root: Path, ports: dict[str, int], playbook_dirs: list[Path], extra_config: str = ""
+    root: Path,
+    ports: dict[str, int],
+    playbook_dirs: list[Path],
+    extra_config: str = "",
+    redis_config: str = "",
 ) -> tuple[Path, Path]:
-    """The config file and the PEM (certificate and key) a phone trusts."""
+    """The config file and the PEM (certificate and key) a phone trusts; ``redis_config`` goes into
+    the ``[redis]`` table (sentinels)."""
     cert, key, combined = make_certificate(root / "certs")
     redis_url = f"redis://127.0.0.1:{ports['redis']}/0"
     dirs = ", ".join(f'"{d}"' for d in playbook_dirs)
@@ -52,7 +57,7 @@ def system_config(
         f'tls_cert_file = "{cert}"\ntls_key_file = "{key}"\nenable_srtp = true\nexternal_ip = "127.0.0.1"\n'
         f'rtp_start_port = 30000\nrtp_end_port = 34000\nhttp_addr = "127.0.0.1:{ports["http"]}"\n'
         + extra_config
-        + f'\n[redis]\nurl = "{redis_url}"\n[playbooks]\ndirs = [{dirs}]\n'
+        + f'\n[redis]\nurl = "{redis_url}"\n{redis_config}[playbooks]\ndirs = [{dirs}]\n'
         "[metrics]\n"
         + "".join(f"{r}_port = 0\n" for r in ("sip_edge", "media", "asr", "llm", "tts", "supervisor"))
     )  # fmt: skip
@@ -69,12 +74,16 @@ def running_system(
     extra_config: str = "",
     env: dict[str, str] | None = None,
     wait_s: float = 120.0,
+    redis_config: str = "",
 ) -> Iterator[System]:
     """Run ``activecall up`` until the block ends, then stop it with Ctrl-C (SIGINT) as a user would.
-    ``workers`` (role: count) is ``--workers``; ``media_workers`` is the media count when it has none."""
+    ``workers`` (role: count) is ``--workers``; ``media_workers`` is the media count when it has none;
+    ``redis_config`` goes into the ``[redis]`` table (with sentinels, ``up`` starts no Redis)."""
     root.mkdir(parents=True, exist_ok=True)
     ports = {name: free_port() for name in ("udp", "tls", "http", "redis")}
-    config, certificate = system_config(root, ports, playbook_dirs or [EXAMPLE_PLAYBOOKS], extra_config)
+    config, certificate = system_config(
+        root, ports, playbook_dirs or [EXAMPLE_PLAYBOOKS], extra_config, redis_config
+    )
     log = root / "services.log"
     child_env = {k: v for k, v in os.environ.items() if k not in ("REDIS_URL", "ANTHROPIC_API_KEY")}
     child_env.update(env or {})

@@ -74,7 +74,7 @@ class BusWriter:
         self.max_pending = max_pending
         self._items: deque[Item] = deque()
         self._task: asyncio.Task[None] | None = None
-        self._backoff = Backoff(base=0.1, cap=2.0)
+        self._backoff = Backoff(base=0.1)
         self._retry_at = 0.0
         self._audio_maxlen = str(bus.settings.audio_maxlen).encode()
         self._events_maxlen = str(bus.settings.events_maxlen).encode()

@@ -13,10 +13,11 @@ import logging
 
 import redis.asyncio as aioredis
 
-from activecall.bus import Bus, connect_redis
+from activecall.bus import Bus
 from activecall.config import RedisSettings
 from activecall.contract import Role
 from activecall.reaper import Reaper
+from activecall.redis_clients import async_client
 from activecall.service import BaseService, Runtime, settle_collector
 from activecall.sip_edge.app.edge import Edge, EdgeOptions
 from activecall.sip_edge.sip.transaction.timers import BaseIntervals
@@ -38,8 +39,8 @@ def edge_bus(settings: RedisSettings) -> Bus:
     """The edge's own Redis client. A request to a media worker holds a connection until its reply
     comes, so a burst of calls needs many at once; this pool makes a caller wait for a free connection
     (up to the reply timeout) where the default one would fail the call."""
-    redis = connect_redis(
-        settings.url,
+    redis = async_client(
+        settings,
         aioredis.BlockingConnectionPool,
         max_connections=EDGE_REDIS_CONNECTIONS,
         timeout=settings.reply_timeout,

@@ -89,6 +89,14 @@ class Inbound:
             return
         refusal = await self.context.admit()
         if refusal is not None:
+            log.warning(
+                "call refused: no room",
+                extra={
+                    "reason": refusal,
+                    "from": incoming.flow.remote[0],
+                    "sip_call_id": incoming.request.call_id,
+                },
+            )
             metrics.child(metrics.CAPACITY_REJECTIONS, "inbound", refusal).inc()
             metrics.child(metrics.CALLS, "inbound", "unavailable").inc()
             incoming.reject(503, headers=self._retry_after())
