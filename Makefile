@@ -12,8 +12,8 @@ SERVICES := sip-edge media asr llm tts api
 DISTRIBUTIONS := shared $(addprefix services/,$(SERVICES)) testing
 # Debian packages: Redis and Redis Sentinel, the SIP peers the tests talk to (baresip, SIPp, Kamailio), sox for audio,
 # the checkers of the deployment files (Prometheus' promtool, docker-compose), and espeak-ng for the
-# voices of the turn-taking benchmarks' callers.
-APT_PACKAGES := redis-server redis-sentinel curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose espeak-ng
+# voices of the turn-taking benchmarks' callers, stress-ng for the busy host of `make chaos`.
+APT_PACKAGES := redis-server redis-sentinel curl baresip sip-tester kamailio kamailio-tls-modules sox openssl prometheus docker-compose espeak-ng stress-ng
 # Wheels installed for the models they ship, without their dependencies: Smart Turn v3.2 (end of turn)
 # from pipecat-ai, Silero VAD from silero-vad; both run on onnxruntime (docs/turns.md).
 MODEL_WHEELS := pipecat-ai==1.14.0 silero-vad==6.2.3
@@ -21,10 +21,11 @@ CONFIG ?= active-call.toml
 MEDIA_WORKERS ?= 1
 WORKERS ?=
 CHAOS_CALLS ?= 20
-CHAOS_ROLES ?= asr,llm,tts,media,sip-edge,rolling,redis,redis-sentinel
+CHAOS_ROLES ?= asr,llm,tts,media,sip-edge,rolling,redis,busy-host,child-crash,redis-sentinel
+SOAK_MINUTES ?= 60
 
 .DEFAULT_GOAL := help
-.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-messages bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns chaos compose-config clean
+.PHONY: help setup apt venv test test-fast e2e lint fmt run workers bench bench-bus bench-messages bench-sip bench-media bench-asr bench-turn-detector bench-tts bench-turns chaos soak compose-config clean
 
 help: ## this list
 	@grep -hE '^[a-z0-9-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -96,8 +97,11 @@ bench-tts: ## speech synthesis: time to first audio, real-time factor, voices pe
 bench-turns: ## turn-taking heard by a SIP/TLS + SRTP caller: v2v latency, barge-in, backchannels (3 configs)
 	$(PY) bench/bench_turns.py
 
-chaos: ## live SRTP calls through a kill of each role, a rolling restart, a Redis restart and failover: survived, gap, zombies, leaks (CHAOS_CALLS=20, CHAOS_ROLES=media,redis)
+chaos: ## live SRTP calls through kills of each role, Redis and a child, a busy host: survived, gap, zombies, leaks (CHAOS_CALLS=20, CHAOS_ROLES=media,redis)
 	$(PY) bench/bench_chaos.py --calls $(CHAOS_CALLS) --roles $(CHAOS_ROLES)
+
+soak: ## calls at a steady rate for SOAK_MINUTES (60): calls failed, Redis memory, RSS and fd growth
+	$(PY) bench/bench_soak.py --minutes $(SOAK_MINUTES)
 
 compose-config: ## validate deploy/docker-compose.yml
 	docker-compose -f deploy/docker-compose.yml --env-file deploy/.env.example config -q

@@ -15,7 +15,14 @@ Scenarios, each on fresh calls:
   next one stops.
 - ``redis``: SIGKILL Redis, start it again 3 s later from its append-only file (everything it had
   acknowledged is back; the services reconnect).
-- ``redis-sentinel``: on a second system whose Redis is a master, a replica and three sentinels
+- ``busy-host``: stress-ng hogs every core (at the services' own priority) from 4 s before the
+  callers speak until their calls are over; nothing is killed. The line before the scenario's
+  says how many session leases were lost while their worker lived (it should be none).
+- ``child-crash``: on a system run by ``activecall up`` (``--workers`` with the same copies, its
+  own Redis), SIGKILL the media child holding the most calls; the launcher starts it again and the
+  edge moves its calls to the sibling. A line says how many of the other children's calls were
+  untouched (no re-offer, no gap over 500 ms).
+- ``redis-sentinel``: on a system whose Redis is a master, a replica and three sentinels
   (Debian's redis-sentinel): SIGKILL the master; the sentinels promote the replica and the services
   find it through them; the old master is started again 3 s after the kill and rejoins as a replica.
 
@@ -70,7 +77,9 @@ from activecall.messages import decode
 from chaos.calls import ChaosCall, wait_until
 from chaos.events import (
     EventLog,
+    crash_child,
     fail_redis_over,
+    hog_the_cpus,
     holders,
     kill_and_restart,
     kill_and_restart_redis,
@@ -79,10 +88,25 @@ from chaos.events import (
 )
 from chaos.fleet import KEYS, Fleet
 from chaos.probes import Leftovers, PortUse, leftovers, port_use
+from chaos.supervised import SupervisedSystem
 from turns.voices import QUESTIONS, Clip, Synthesizer, available_voices
 
 PLAYBOOKS = Path(__file__).resolve().parent / "turns" / "playbooks"
-ROLES = ("asr", "llm", "tts", "media", "sip-edge", "rolling", "redis", "redis-sentinel")
+ROLES = (
+    "asr",
+    "llm",
+    "tts",
+    "media",
+    "sip-edge",
+    "rolling",
+    "redis",
+    "busy-host",
+    "child-crash",
+    "redis-sentinel",
+)
+UNTOUCHED_GAP_S = 0.5
+CHILD_CRASH_ROLE = "media"  # the child of activecall up that child-crash kills: its calls must move
+BUSY_HOST_S = 120.0  # stress-ng's own limit; it is stopped once the calls are over
 ROLLING_ORDER = ["asr", "llm", "tts", "media", "sip-edge"]
 COPIES = {"sip-edge": 1, "media": 2, "asr": 2, "llm": 2, "tts": 2}
 RTP_RANGE = (30000, 34000)  # activecall.testing.system's rtp_start_port..rtp_end_port
@@ -170,7 +194,9 @@ def place_calls(
     return calls
 
 
-def run_event(fleet: Fleet, role: str, call_ids: list[str], calls: list[ChaosCall]) -> EventLog:
+def run_event(
+    fleet: Fleet | SupervisedSystem, role: str, call_ids: list[str], calls: list[ChaosCall]
+) -> EventLog:
     """The kill (or the rolling restart), then the callers' cue to speak."""
     if role == "rolling":
         log = EventLog(time.monotonic())
@@ -178,7 +204,18 @@ def run_event(fleet: Fleet, role: str, call_ids: list[str], calls: list[ChaosCal
         for call in calls:
             call.go.set()
         return log
-    if role in ("redis", "redis-sentinel"):
+    if role == "busy-host":
+        log = EventLog(time.monotonic())
+        log.hog = hog_the_cpus(BUSY_HOST_S, log)
+        restart = threading.Thread(target=lambda: None, daemon=True)
+    elif role == "child-crash":
+        assert isinstance(fleet, SupervisedSystem)
+        log = EventLog(time.monotonic())
+        restart = threading.Thread(
+            target=crash_child, args=(fleet, CHILD_CRASH_ROLE, call_ids, log), daemon=True
+        )
+    elif role in ("redis", "redis-sentinel"):
+        assert isinstance(fleet, Fleet)
         log = EventLog(time.monotonic())
         event = kill_and_restart_redis if role == "redis" else fail_redis_over
         restart = threading.Thread(target=event, args=(fleet, log), daemon=True)
@@ -230,10 +267,15 @@ def timeline(client: redis.Redis, call_id: str, since_wall: float) -> list[str]:
     return lines
 
 
-def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices: list[str],
+System = Fleet | SupervisedSystem
+
+
+def run_scenario(fleet: System, role: str, count: int, synth: Synthesizer, voices: list[str],
                  baseline: PortUse, show_timeline: bool = False) -> Outcome:  # fmt: skip
     print(f"scenario {role}: {count} calls", flush=True)
     calls = place_calls(fleet, role, count, synth, voices)
+    leases_lost_before = leases_lost(fleet)
+    log: EventLog | None = None
     try:
         with fleet.client() as client:
             by_sip = call_ids_by_sip(client)
@@ -247,6 +289,7 @@ def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices
         log = run_event(fleet, role, [i for i in call_ids if i], calls)
         for call in calls:
             call.done.wait(max(1.0, 60.0 + SPEAK_AFTER_S - (time.monotonic() - log.started)))
+        stop_hog(log)
         left, ports = settle(fleet, calls, call_ids, baseline)
         if show_timeline:
             with fleet.client() as client:
@@ -254,6 +297,8 @@ def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices
                     print(f"  timeline of {call_id}:")
                     print("\n".join(timeline(client, call_id, event_wall)))
     finally:
+        if log is not None:
+            stop_hog(log)
         for call in calls:
             call.go.set()
             call.stop_listening.set()
@@ -265,6 +310,14 @@ def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices
             print(line)
     if left.legs_open:
         print(f"  the live media workers still report {left.legs_open} open leg(s)")
+    print(f"  session leases lost while their worker lived: {leases_lost(fleet) - leases_lost_before}")
+    if log.victim:
+        others = [c for c, w in zip(calls, where, strict=True) if w != log.victim]
+        untouched = [c for c in others if not c.reoffers and c.longest_gap(log.started) < UNTOUCHED_GAP_S]
+        print(
+            f"  calls on the other children: {len(others)}, untouched (no re-offer, no gap over "
+            f"{1000 * UNTOUCHED_GAP_S:.0f} ms): {len(untouched)}"
+        )
     outcome = Outcome(
         role,
         count,
@@ -276,6 +329,18 @@ def run_scenario(fleet: Fleet, role: str, count: int, synth: Synthesizer, voices
     )
     print(outcome.line(), flush=True)
     return outcome
+
+
+def stop_hog(log: EventLog) -> None:
+    if log.hog is not None and log.hog.poll() is None:
+        log.hog.terminate()
+        log.hog.wait(timeout=10)
+        log.note("stress-ng stopped")
+
+
+def leases_lost(fleet: Fleet | SupervisedSystem) -> int:
+    """How many times a worker logged that it lost a session's lease (another worker took it)."""
+    return sum(path.read_text(errors="replace").count('"session lease lost"') for path in fleet.logs())
 
 
 def stop_on_sigterm() -> None:
@@ -305,14 +370,20 @@ def main() -> int:
     copies = {**COPIES, "asr": max(COPIES["asr"], math.ceil(args.calls / AsrSettings().capacity))}
     extra = '[handler]\ndefault = "bench-turns.md"\n' + sized
     # The redis-sentinel scenario needs Redis under sentinels: a system of its own, after the others.
-    systems = [("system", [r for r in roles if r != "redis-sentinel"])]
-    systems += [("sentinel", ["redis-sentinel"])] if "redis-sentinel" in roles else []
+    # child-crash needs activecall up, redis-sentinel Redis under sentinels: systems of their own.
+    own = {"child-crash": "supervised", "redis-sentinel": "sentinel"}
+    systems = [("system", [r for r in roles if r not in own])]
+    systems += [(own[r], [r]) for r in roles if r in own]
     outcomes: list[Outcome] = []
     failed = True
     try:
         for name, scenarios in systems:
             if scenarios:
-                fleet = Fleet(root / name, copies, [PLAYBOOKS], extra, sentinel=name == "sentinel")
+                fleet: Fleet | SupervisedSystem = (
+                    SupervisedSystem(root / name, copies, [PLAYBOOKS], extra)
+                    if name == "supervised"
+                    else Fleet(root / name, copies, [PLAYBOOKS], extra, sentinel=name == "sentinel")
+                )
                 outcomes += run_on(fleet, scenarios, args.calls, synth, voices, args.timeline)
         failed = False
     except KeyboardInterrupt:
@@ -326,7 +397,7 @@ def main() -> int:
     return 1 if failed else 0
 
 
-def run_on(fleet: Fleet, roles: list[str], count: int, synth: Synthesizer, voices: list[str],
+def run_on(fleet: System, roles: list[str], count: int, synth: Synthesizer, voices: list[str],
            show_timeline: bool) -> list[Outcome]:  # fmt: skip
     """Start the system, run the scenarios on it one after the other, stop it (whatever happens)."""
     try:
@@ -335,7 +406,13 @@ def run_on(fleet: Fleet, roles: list[str], count: int, synth: Synthesizer, voice
         with fleet.client() as client:
             wait_until(lambda: port_use(client, fleet.pids("media"), *RTP_RANGE).blocks >= 2, 10.0)
             baseline = port_use(client, fleet.pids("media"), *RTP_RANGE)
-        redis_kind = "Redis under three sentinels" if fleet.sentinel else "Redis with an append-only file"
+        redis_kind = (
+            "under activecall up, with its Redis"
+            if isinstance(fleet, SupervisedSystem)
+            else "Redis under three sentinels"
+            if fleet.sentinel
+            else "Redis with an append-only file"
+        )
         print(
             f"system up in {time.monotonic() - started:.1f} s: "
             + ", ".join(f"{role} x{n}" for role, n in fleet.copies.items())

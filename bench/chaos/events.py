@@ -1,15 +1,19 @@
 """The events of the chaos scenarios: which copy of a role to kill (the one serving the calls), killing
-and restarting it, and the rolling SIGTERM restart of every role."""
+and restarting it, the rolling SIGTERM restart of every role, Redis killed or failed over, a child
+of ``activecall up`` killed, and every core hogged."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from activecall.bus import as_str
 from chaos.fleet import KEYS, Fleet
+from chaos.supervised import SupervisedSystem
 
 RESTART_AFTER_S = 3.0
 RESTART_WAIT_S = 120.0
@@ -19,6 +23,8 @@ RESTART_WAIT_S = 120.0
 class EventLog:
     started: float  # monotonic
     lines: list[str] = field(default_factory=list)
+    victim: str = ""  # the worker id killed, when the event kills one
+    hog: subprocess.Popen[bytes] | None = None  # stress-ng, stopped once the calls are over
 
     def note(self, text: str) -> None:
         line = f"  event +{1000 * (time.monotonic() - self.started):6.0f} ms  {text}"
@@ -26,7 +32,7 @@ class EventLog:
         print(line, flush=True)
 
 
-def holders(fleet: Fleet, role: str, call_ids: list[str]) -> Counter[str]:
+def holders(fleet: Fleet | SupervisedSystem, role: str, call_ids: list[str]) -> Counter[str]:
     """How many of ``call_ids`` each copy of ``role`` serves (lease holders; legs for media)."""
     counts: Counter[str] = Counter()
     with fleet.client() as client:
@@ -47,7 +53,7 @@ def holders(fleet: Fleet, role: str, call_ids: list[str]) -> Counter[str]:
     return counts
 
 
-def victim(fleet: Fleet, role: str, call_ids: list[str]) -> str:
+def victim(fleet: Fleet | SupervisedSystem, role: str, call_ids: list[str]) -> str:
     """The running copy of ``role`` that serves the most of the calls (the first copy if none does)."""
     counts = holders(fleet, role, call_ids)
     running = [s.worker_id for s in fleet.of_role(role) if s.running]
@@ -86,6 +92,33 @@ def fail_redis_over(fleet: Fleet, log: EventLog) -> None:
     time.sleep(max(0.0, log.started + RESTART_AFTER_S - time.monotonic()))
     killed.start()
     log.note("the old master started again (it rejoins as a replica)")
+
+
+def crash_child(system: SupervisedSystem, role: str, call_ids: list[str], log: EventLog) -> str:
+    """SIGKILL the child of ``role`` serving the most of the calls; ``activecall up`` starts it again.
+    The child's worker id."""
+    counts = holders(system, role, call_ids)
+    target = victim(system, role, call_ids)
+    log.note(f"{target} serves {counts[target]} of the {len(call_ids)} calls ({dict(counts)})")
+    pid = system.kill(role, target)
+    log.victim = target
+    log.note(f"SIGKILL {target} (pid {pid})")
+    if system.wait_restarted(role, target, pid, RESTART_WAIT_S):
+        log.note(f"activecall up started {target} again; it beats")
+    else:
+        log.note(f"{target} was not started again within {RESTART_WAIT_S:.0f} s")
+    return target
+
+
+def hog_the_cpus(seconds: float, log: EventLog) -> subprocess.Popen[bytes]:
+    """stress-ng on every core (at the services' priority) for ``seconds``."""
+    hog = subprocess.Popen(
+        ["stress-ng", "--cpu", str(os.cpu_count() or 1), "--timeout", f"{seconds:.0f}s", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    log.note(f"stress-ng hogs all {os.cpu_count()} cores for {seconds:.0f} s")
+    return hog
 
 
 def restart(fleet: Fleet, worker_id: str, log: EventLog) -> None:

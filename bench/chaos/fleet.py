@@ -36,6 +36,12 @@ STOP_GRACE_S = 10.0
 KEYS = Keys()
 
 
+def live_workers(client: redis.Redis, role: str) -> dict[str, WorkerInfo]:
+    """The live entries of the registry for ``role``, by worker id."""
+    infos = [WorkerInfo.from_json(raw) for raw in client.hvals(KEYS.workers(role))]
+    return {w.id: w for w in infos if w.is_live(HEARTBEAT_TTL_S)}
+
+
 @dataclass
 class Service:
     role: str
@@ -124,6 +130,9 @@ class Fleet:
         assert self.redis_server is not None
         self.redis_server.start()
 
+    def logs(self) -> list[Path]:
+        return [service.log for service in self.services.values() if service.log.exists()]
+
     def of_role(self, role: str) -> list[Service]:
         return [s for s in self.services.values() if s.role == role]
 
@@ -158,8 +167,7 @@ class Fleet:
     def workers(self, role: str) -> dict[str, WorkerInfo]:
         """The live entries of the registry for ``role``."""
         with self.client() as client:
-            infos = [WorkerInfo.from_json(raw) for raw in client.hvals(KEYS.workers(role))]
-        return {w.id: w for w in infos if w.is_live(HEARTBEAT_TTL_S)}
+            return live_workers(client, role)
 
     def wait_live(self, worker_ids: list[str], timeout: float, since: float = 0.0) -> bool:
         """Wait until each of ``worker_ids`` has beaten after ``since`` (wall clock) from its process."""

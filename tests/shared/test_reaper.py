@@ -18,7 +18,7 @@ from activecall.messages import AudioFrame, CallEnded, CallStateChanged, Message
 from activecall.reaper import CallSeen, Reaper
 from activecall.registry import Heartbeat, WorkerInfo
 from activecall.sessions import SessionContext, SessionWorker
-from activecall.store import ENDED_AUDIO_RETENTION_S, ENDED_RETENTION_S, CallRecord, CallStore
+from activecall.store import CallRecord, CallStore
 from activecall.testing.media import LegClient, RtpPeer, loopback_config, poll
 
 DEAD_EDGE = "edge-dead"
@@ -105,8 +105,8 @@ async def test_a_call_whose_edge_and_legs_are_gone_is_ended_everywhere(bus: Bus,
         assert (await bus.redis.xpending(stream, role))["pending"] == 0
         assert not await bus.redis.exists(keys.cursor(role, "c1"), keys.lease(role, "c1"))
     for key in (keys.call("c1"), keys.events("c1")):
-        assert 0 < await bus.redis.ttl(key) <= ENDED_RETENTION_S
-    assert 0 < await bus.redis.ttl(keys.audio_in("c1")) <= ENDED_AUDIO_RETENTION_S
+        assert 0 < await bus.redis.ttl(key) <= bus.settings.ended_retention
+    assert 0 < await bus.redis.ttl(keys.audio_in("c1")) <= bus.settings.ended_audio_retention
     again = await Reaper(bus, "reaper-2", reaper.settings).reap()
     assert (again.ended, again.unlisted) == ([], [])
 

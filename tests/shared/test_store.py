@@ -1,7 +1,8 @@
 from __future__ import annotations
 
 from activecall.bus import Bus
-from activecall.store import ENDED_AUDIO_RETENTION_S, CallRecord, CallStore
+from activecall.config import RedisSettings
+from activecall.store import CallRecord, CallStore
 
 
 async def test_call_record_life(bus: Bus) -> None:
@@ -33,9 +34,20 @@ async def test_call_record_life(bus: Bus) -> None:
     stale_cursor = bus.keys.cursor("asr", "c1")  # a session whose worker died with the call
     await bus.redis.hset(stale_cursor, "stream", "1-0")
     await store.finish("c1", reason="bye")
-    assert 0 < await bus.redis.ttl(stale_cursor) <= ENDED_AUDIO_RETENTION_S
+    assert 0 < await bus.redis.ttl(stale_cursor) <= RedisSettings().ended_audio_retention == 3600
     ended = await store.get("c1")
     assert ended is not None and (ended.state, ended.end_reason) == ("ended", "bye") and ended.ended > 0
     assert await store.active_ids() == []
     assert 0 < await bus.redis.ttl(bus.keys.call("c1")) <= 7 * 24 * 3600
     assert await store.get("unknown") is None
+
+
+async def test_an_ended_call_s_keys_live_as_long_as_configured(bus: Bus) -> None:
+    store = CallStore(bus.redis, bus.keys, RedisSettings(ended_retention=600, ended_audio_retention=60))
+    await store.create(CallRecord(call_id="c2", direction="inbound"))
+    await bus.redis.xadd(bus.keys.audio_out("c2"), {"m": b"x"})
+    await bus.redis.xadd(bus.keys.events("c2"), {"m": b"x"})
+    await store.finish("c2", reason="bye")
+    assert 540 < await bus.redis.ttl(bus.keys.call("c2")) <= 600
+    assert 540 < await bus.redis.ttl(bus.keys.events("c2")) <= 600
+    assert 0 < await bus.redis.ttl(bus.keys.audio_out("c2")) <= 60

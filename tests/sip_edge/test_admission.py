@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any
 
 import pytest
@@ -31,7 +32,13 @@ def test_a_bad_acl_entry_is_reported_with_its_key() -> None:
 
 
 async def beat(
-    bus: Bus, worker: str, load: int, capacity: int, draining: bool = False, role: str = "media"
+    bus: Bus,
+    worker: str,
+    load: int,
+    capacity: int,
+    draining: bool = False,
+    role: str = "media",
+    ts: float | None = None,
 ) -> None:
     info = WorkerInfo(
         id=worker,
@@ -43,6 +50,8 @@ async def beat(
         capacity=capacity,
         draining=draining,
     )
+    if ts is not None:
+        info.ts = ts
     await bus.redis.hset(bus.keys.workers(role), worker, info.to_json())
 
 
@@ -130,3 +139,36 @@ async def test_calls_admitted_since_the_last_read_count_against_a_roles_room(bus
     assert await admission.lacking() is None
     admission.admitted()
     assert await admission.lacking() == "asr"  # the heartbeats do not show the two calls yet
+
+
+async def test_a_refusal_reads_the_registry_again_first(bus: Bus) -> None:
+    """The tts worker beats for the first time just after the edge's last read: the call is not
+    refused for that cached read."""
+    admission = Admission(MediaPool(bus.redis, bus.keys, ttl=5.0), bus.redis, bus.keys, 5.0)
+    for pool in admission.sessions.values():
+        pool.refresh_s = 60.0
+    await beat(bus, "m1", load=0, capacity=10)
+    for role in ("asr", "llm"):
+        await beat(bus, f"{role}-1", load=0, capacity=2, role=role)
+    assert await admission.lacking() == "tts"
+    await beat(bus, "tts-1", load=0, capacity=2, role="tts")
+    await asyncio.sleep(0.06)
+    assert await admission.lacking() is None
+
+
+async def test_admitted_calls_count_until_a_beat_shows_them(bus: Bus) -> None:
+    """Reading the registry again does not forget the calls admitted since: they count until every
+    live worker of the role has beaten well after them."""
+    admission = Admission(MediaPool(bus.redis, bus.keys, ttl=5.0), bus.redis, bus.keys, 5.0)
+    await beat(bus, "m1", load=0, capacity=10)
+    for role in ("asr", "llm", "tts"):
+        await beat(bus, f"{role}-1", load=0, capacity=2, role=role)
+    admission.admitted()
+    admission.admitted()
+    await asyncio.sleep(0.06)
+    assert await admission.lacking() == "asr"  # read again: the beats still predate the two calls
+    later = time.time() + 3.0  # the workers' next beats, which show the two calls
+    for role in ("asr", "llm", "tts"):
+        await beat(bus, f"{role}-1", load=1, capacity=2, role=role, ts=later)
+    await asyncio.sleep(0.06)
+    assert await admission.lacking() is None

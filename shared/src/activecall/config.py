@@ -94,6 +94,11 @@ class RedisSettings:
     heartbeat_interval: float = 1.0
     heartbeat_ttl: float = 5.0
     reply_timeout: float = 2.0
+    # How long an ended call's keys are kept (seconds): its record, events, transcript, timings and
+    # the llm's history; and its audio and say streams, most of its memory, which serve nobody once
+    # its sessions stopped.
+    ended_retention: int = 7 * 24 * 3600
+    ended_audio_retention: int = 3600
     # The reaper (activecall.reaper): every reaper_interval one process ends the calls whose edge and
     # media legs are all gone, once their record is reaper_min_age old; a record no edge ever took
     # (an outbound call the api queued) only once it is reaper_unclaimed_age old.
@@ -320,6 +325,9 @@ def _check_semantics(config: Config) -> list[str]:
         host, sep, port = address.rpartition(":")
         if not (host and sep and port.isdigit()):
             problems.append(f"redis.sentinels: expected HOST:PORT, got {address!r}")
+    for key in ("ended_retention", "ended_audio_retention"):
+        if getattr(config.redis, key) <= 0:
+            problems.append(f"redis.{key}: must be above 0, got {getattr(config.redis, key)}")
     if config.redis.reaper_interval <= 0:
         problems.append(f"redis.reaper_interval: must be above 0, got {config.redis.reaper_interval}")
     if not -20 <= config.media.nice <= 19:

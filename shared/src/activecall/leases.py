@@ -83,7 +83,8 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_tick = time.monotonic()
-        self._unreachable = False  # the last renewal failed: Redis was away
+        # Every round since the last renewal failed on Redis (none was skipped for a stuck loop).
+        self._unreachable = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,6 +147,9 @@ class LeaseKeeper:
     def _run(self) -> None:
         period = self.lease_ttl / 3
         while not self._stop.wait(period):
+            if time.monotonic() - self._last_tick > self.stall_limit:
+                self._unreachable = False  # a lease that lapses now lapses for the stuck loop
+                continue
             try:
                 lost = self.renew_once(retake=self._unreachable)
                 self._unreachable = False

@@ -204,7 +204,7 @@ class Reaper:
         for message in (changed, ended):
             metrics.BUS_PUBLISHED.labels(message.TYPE).inc()
         return [
-            *finish_commands(keys, call.call_id, EndReason.REAPED),
+            *finish_commands(self.bus.settings, keys, call.call_id, EndReason.REAPED),
             xadd_command(events, changed, maxlen),
             xadd_command(events, ended, maxlen),
         ]

@@ -15,12 +15,9 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from activecall.bus import Command, Keys, as_str
+from activecall.config import RedisSettings
 from activecall.contract import SESSION_ROLES, CallState
 
-ENDED_RETENTION_S = 7 * 24 * 3600
-# The audio and say streams of an ended call serve nobody once its sessions stopped, and they are most
-# of its memory (up to audio_maxlen entries each): they go sooner than the record and its events.
-ENDED_AUDIO_RETENTION_S = 3600
 _CREDENTIAL_HEADERS = frozenset(
     {"authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate"}
 )
@@ -101,9 +98,12 @@ def record_time(value: bytes | str | None) -> float:
         return 0.0
 
 
-def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallState.ENDED) -> list[Command]:
-    """End the record, take it out of ``calls:active`` and let its keys and streams expire (run them
-    in a transaction: a reader must not see an ended record still active). Every end runs these: the
+def finish_commands(
+    settings: RedisSettings, keys: Keys, call_id: str, reason: str, state: str = CallState.ENDED
+) -> list[Command]:
+    """End the record, take it out of ``calls:active`` and let its keys and streams expire after
+    ``ended_retention`` (the audio and say streams after ``ended_audio_retention``); run them in a
+    transaction: a reader must not see an ended record still active. Every end runs these: the
     edge's and the reaper's."""
     values = {"state": state, "end_reason": reason, "ended": str(time.time())}
     kept = (
@@ -120,8 +120,8 @@ def finish_commands(keys: Keys, call_id: str, reason: str, state: str = CallStat
         ("SREM", keys.calls_active(), call_id),
         # The dialog holds SRTP keys and continues nothing once the call has ended.
         ("DEL", keys.dialog(call_id)),
-        *(("EXPIRE", key, ENDED_RETENTION_S) for key in kept),
-        *(("EXPIRE", key, ENDED_AUDIO_RETENTION_S) for key in short_lived),
+        *(("EXPIRE", key, settings.ended_retention) for key in kept),
+        *(("EXPIRE", key, settings.ended_audio_retention) for key in short_lived),
     ]
 
 
@@ -131,9 +131,10 @@ def transaction(commands: list[Command]) -> list[Command]:
 
 
 class CallStore:
-    def __init__(self, redis: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: RedisSettings | None = None) -> None:
         self.redis = redis
         self.keys = keys
+        self.settings = settings or RedisSettings()
 
     async def create(self, record: CallRecord) -> None:
         pipe = self.redis.pipeline(transaction=True)
@@ -185,6 +186,6 @@ class CallStore:
 
     async def finish(self, call_id: str, reason: str, state: str = CallState.ENDED) -> None:
         pipe = self.redis.pipeline(transaction=True)
-        for command in finish_commands(self.keys, call_id, reason, state):
+        for command in finish_commands(self.settings, self.keys, call_id, reason, state):
             pipe.execute_command(*command)
         await pipe.execute()

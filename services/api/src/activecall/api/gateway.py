@@ -45,7 +45,7 @@ class Gateway:
     _originate_group_ready: bool = field(default=False, init=False)
 
     def __post_init__(self) -> None:
-        self.store = CallStore(self.bus.redis, self.bus.keys)
+        self.store = CallStore(self.bus.redis, self.bus.keys, self.bus.settings)
 
     @property
     def retry_after(self) -> str:

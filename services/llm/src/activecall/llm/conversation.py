@@ -155,7 +155,7 @@ class Conversation:
         self.config = config
         self.providers = providers
         self.store = ConversationStore(self.bus, self.call_id)
-        self.calls = CallStore(self.bus.redis, self.bus.keys)
+        self.calls = CallStore(self.bus.redis, self.bus.keys, self.bus.settings)
         self.cursor = CursorTracker(ctx)
         self.inbox: asyncio.Queue[Entry | Turn] = asyncio.Queue()
         self.work: deque[Work] = deque()

@@ -22,7 +22,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from activecall.bus import Bus, as_str
-from activecall.store import ENDED_RETENTION_S
 
 # Keys of a live call expire this long after their last write, in case no call.ended ever comes.
 ACTIVE_TTL_S: Final = 24 * 3600
@@ -70,6 +69,7 @@ class ConversationStore:
     def __init__(self, bus: Bus, call_id: str) -> None:
         self.redis = bus.redis
         self.history_key = bus.keys.history(call_id)
+        self.retention_s = bus.settings.ended_retention
         self.state_key = bus.keys.call_stream(call_id, "llm:state")
         self.answered_key = bus.keys.call_stream(call_id, "llm:answered")
 
@@ -111,7 +111,7 @@ class ConversationStore:
     async def finish(self) -> None:
         """The call ended: keep the history as long as the call record, drop the working state."""
         pipe = self.redis.pipeline(transaction=True)
-        pipe.expire(self.history_key, ENDED_RETENTION_S)
+        pipe.expire(self.history_key, self.retention_s)
         pipe.delete(self.state_key, self.answered_key)
         await pipe.execute()
 

@@ -99,7 +99,7 @@ class ToolRunner:
         self.call_id = call_id
         self.playbook = playbook
         self.state = state
-        self.store = CallStore(bus.redis, bus.keys)
+        self.store = CallStore(bus.redis, bus.keys, bus.settings)
 
     async def run(self, call: ToolCall, turn_id: str) -> ToolOutcome:
         metrics.TOOL_CALLS.labels(call.name if call.name in TOOL_NAMES else "unknown").inc()

@@ -51,7 +51,6 @@ from activecall.sip_edge.sip.syntax.sdp import (
 from activecall.sip_edge.sip.syntax.uri import SipUri
 from activecall.sip_edge.sip.ua.ua import OutgoingCall
 from activecall.store import (
-    ENDED_RETENTION_S,
     CallRecord,
     CallStore,
     create_commands,
@@ -267,7 +266,7 @@ class Call(SessionListener):
         commands: list[Command] = [("SET", keys.dialog(self.call_id), snapshot.to_json())]
         if snapshot.dialog.call_id != self.call_id:
             lookup = keys.sip_call(snapshot.dialog.call_id)
-            commands.append(("SET", lookup, self.call_id, "EX", ENDED_RETENTION_S))
+            commands.append(("SET", lookup, self.call_id, "EX", self.context.bus.settings.ended_retention))
         return commands
 
     def on_dialog_changed(self, session: InviteSession) -> None:
@@ -366,7 +365,8 @@ class Call(SessionListener):
             keys = self.context.bus.keys
             previous, self.state = self.state, state
             # The record is ended before CallEnded is out, all in one round trip.
-            commands = transaction(finish_commands(keys, self.call_id, reason, state.value))
+            settings = self.context.bus.settings
+            commands = transaction(finish_commands(settings, keys, self.call_id, reason, state.value))
             if self._dialog_kept and self.sip_call_id and self.sip_call_id != self.call_id:
                 commands.append(("DEL", keys.sip_call(self.sip_call_id)))
             for leg in (self.leg, self.moving_to):

@@ -76,7 +76,7 @@ class Edge:
         self.bus = bus
         self.edge_id = edge_id
         self.options = options or EdgeOptions()
-        self.store = CallStore(bus.redis, bus.keys)
+        self.store = CallStore(bus.redis, bus.keys, bus.settings)
         self.acl = Acl(config.acl.allow, config.acl.deny)
         self.pool = MediaPool(bus.redis, bus.keys, config.redis.heartbeat_ttl)
         self.legs = LegClient(bus, self.pool)
