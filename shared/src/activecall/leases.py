@@ -11,11 +11,11 @@ own, so a worker keeps its leases as long as its process runs and Redis answers,
 still loses them within the TTL. A worker whose loop is stuck for good must lose them too: the loop
 ticks the keeper (:meth:`LeaseKeeper.tick`), and leases are renewed only while the last tick is
 less than ``stall_limit`` old. A lease found taken by another worker is reported to the loop
-(``on_lost``), which stops that session. A lease found lapsed with no other holder in the first
-renewal after Redis could not be reached is taken again: Redis was away for longer than the TTL (and
-came back from its append-only file with the key expired, or a replica took over), nobody else
-serves the session, and dropping it would only make a worker take it over. A lease that lapsed
-because this worker's loop was stuck is not: another worker may be about to take the session.
+(``on_lost``), which stops that session. A lease found lapsed with no other holder is taken again:
+Redis was away for longer than the TTL (and came back from its append-only file with the key
+expired, or a replica took over), or this thread could not run for that long on a busy host;
+nobody else serves the session, and dropping it would only make a worker take it over. A worker
+whose loop is stuck renews nothing, so another worker takes its sessions over once they lapse.
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ from activecall.redis_clients import sync_client
 
 log = logging.getLogger("activecall.leases")
 
-# ARGV[3] == '1' (Redis was unreachable in the last round): a lapsed lease is taken again.
+# A lease that lapsed with nobody holding it is taken again (see the module's docstring).
 RENEW_OR_RETAKE = """
 local holder = redis.call('get', KEYS[1])
 if holder == ARGV[1] then
   return redis.call('pexpire', KEYS[1], ARGV[2])
 end
-if not holder and ARGV[3] == '1' then
+if not holder then
   redis.call('set', KEYS[1], ARGV[1], 'PX', ARGV[2])
   return 2
 end
@@ -83,8 +83,6 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._last_tick = time.monotonic()
-        # Every round since the last renewal failed on Redis (none was skipped for a stuck loop).
-        self._unreachable = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
@@ -112,9 +110,9 @@ class LeaseKeeper:
         with self._lock:
             self._held.pop(call_id, None)
 
-    def renew_once(self, retake: bool = False) -> list[str]:
-        """Renew every held lease (with ``retake``, taking a lapsed one again); the call ids whose
-        lease another worker holds or that lapsed."""
+    def renew_once(self) -> list[str]:
+        """Renew every held lease (taking a lapsed one again); the call ids whose lease another worker
+        holds."""
         with self._lock:
             held = list(self._held.items())
         if not held or time.monotonic() - self._last_tick > self.stall_limit:
@@ -124,7 +122,7 @@ class LeaseKeeper:
         for call_id, _ in held:
             self._renew(
                 keys=[self.keys.lease(self.role, call_id)],
-                args=[self.worker_id, lease_ms, "1" if retake else "0"],
+                args=[self.worker_id, lease_ms],
                 client=pipe,
             )
         results = pipe.execute()
@@ -147,14 +145,9 @@ class LeaseKeeper:
     def _run(self) -> None:
         period = self.lease_ttl / 3
         while not self._stop.wait(period):
-            if time.monotonic() - self._last_tick > self.stall_limit:
-                self._unreachable = False  # a lease that lapses now lapses for the stuck loop
-                continue
             try:
-                lost = self.renew_once(retake=self._unreachable)
-                self._unreachable = False
+                lost = self.renew_once()
             except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-                self._unreachable = True
                 log.warning("lease renewal failed", extra={"role": self.role, "error": str(exc)})
                 continue
             except redis.ResponseError as exc:  # NOGROUP after a Redis restart: the loop recreates it
