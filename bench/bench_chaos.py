@@ -312,7 +312,7 @@ def run_scenario(fleet: System, role: str, count: int, synth: Synthesizer, voice
         print(f"  the live media workers still report {left.legs_open} open leg(s)")
     print(f"  session leases lost while their worker lived: {leases_lost(fleet) - leases_lost_before}")
     if log.victim:
-        others = [c for c, w in zip(calls, where, strict=True) if w != log.victim]
+        others = [c for c, w in zip(calls, where, strict=True) if w not in (log.victim, "?")]
         untouched = [c for c in others if not c.reoffers and c.longest_gap(log.started) < UNTOUCHED_GAP_S]
         print(
             f"  calls on the other children: {len(others)}, untouched (no re-offer, no gap over "

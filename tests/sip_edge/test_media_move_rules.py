@@ -22,7 +22,28 @@ FAILOVER_AFTER = 1.5
 
 
 def beat(worker_id: str, ts: float, draining: bool = False) -> WorkerInfo:
-    return WorkerInfo(id=worker_id, role="media", host="h", pid=1, metrics_port=0, ts=ts, draining=draining)
+    return WorkerInfo(
+        id=worker_id, role="media", host="h", pid=1, metrics_port=0, started=0.0, ts=ts, draining=draining
+    )
+
+
+def test_a_worker_started_again_under_its_id_lost_the_legs_opened_before() -> None:
+    """A supervisor starts a killed media worker again under the same id before its beat could go
+    stale: the beats go on, but the legs of the old process died with it."""
+    liveness = Liveness(FAILOVER_AFTER)
+    first = beat("m1", 1000.0)
+    first.started = 900.0
+    liveness.observe([first], now=10.0, wall=1000.0)
+    assert liveness.verdict("m1", 10.0, opened_at=950.0) is None
+    again = beat("m1", 1001.0)
+    again.started = 1000.8
+    liveness.observe([again], now=11.0, wall=1001.1)
+    assert liveness.verdict("m1", 11.0, opened_at=950.0) == "lost"  # a leg of the old process
+    assert liveness.verdict("m1", 11.0, opened_at=1001.2) is None  # a leg of the new one
+    assert liveness.troubled(11.0)
+    liveness.forget_gone({"m1"}, reborn_in_use=set())  # no leg of the old process is left
+    assert not liveness.troubled(11.0)
+    assert liveness.verdict("m1", 11.0, opened_at=950.0) is None
 
 
 def test_a_worker_is_lost_once_its_beat_stops_changing_for_failover_after() -> None:

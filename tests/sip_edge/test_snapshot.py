@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +97,8 @@ def test_the_golden_vector_reads_back_into_the_same_call() -> None:
     snapshot = CallSnapshot.from_dict(data)
     assert snapshot.to_dict() == data
     _, original = held_call()
-    assert snapshot.dialog == original.dialog and snapshot.leg == original.leg
+    assert snapshot.dialog == original.dialog
+    assert replace(snapshot.leg, opened_at=0.0) == replace(original.leg, opened_at=0.0)
     assert snapshot.answer == original.answer  # the policy is compared below
     policy, kept = snapshot.answer.policy, original.answer.policy
     assert policy is not None and kept is not None

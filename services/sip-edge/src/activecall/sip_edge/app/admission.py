@@ -25,9 +25,10 @@ log = logging.getLogger("activecall.sip_edge.app.admission")
 REGISTRY_REFRESH_S = 0.5
 # A read younger than this is not repeated before a refusal (a burst of refused calls reads once).
 RECHECK_AFTER_S = 0.05
-# An admitted call's session is claimed within this of its admission (the call is answered first):
-# a beat this much younger than the admission shows it in the worker's load.
-SHOWN_AFTER_S = 2.0
+# An admitted call's session is claimed within this of its admission (the call is answered first,
+# after its leg opens): a beat this much younger than the admission shows it in the worker's load.
+# Longer counts calls twice (in the beats and here) and refuses calls there is room for.
+SHOWN_AFTER_S = 0.5
 ADMITTED_KEPT = 10_000  # a bound, whatever the beats say
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network

@@ -60,6 +60,8 @@ class Liveness:
         self.failover_after = failover_after
         self.beats: dict[str, Beat] = {}
         self.draining: set[str] = set()
+        self.started: dict[str, float] = {}  # worker id -> the start its beats say
+        self.reborn: dict[str, float] = {}  # worker id -> when (our wall clock) it was seen restarted
         self.last_beat: dict[str, float] = {}  # kept after an entry goes, for heard_until
 
     def observe(self, workers: list[WorkerInfo], now: float, wall: float) -> None:
@@ -74,6 +76,11 @@ class Liveness:
             else:
                 beats[worker.id] = known
             self.last_beat[worker.id] = worker.ts
+            if self.started.get(worker.id, worker.started) != worker.started:
+                # The same id from a new process (a supervisor started it again): the old one's
+                # legs died with it, even though the id beats on.
+                self.reborn[worker.id] = wall
+            self.started[worker.id] = worker.started
         self.beats = beats
         self.draining = {w.id for w in workers if w.draining}
 
@@ -90,18 +97,25 @@ class Liveness:
         """Workers still in the registry whose beat stopped."""
         return {w for w, beat in self.beats.items() if now - beat.changed_at > self.failover_after}
 
-    def forget_gone(self, in_use: set[str]) -> None:
-        """Stop remembering workers gone from the registry that no call's leg is on any more."""
+    def forget_gone(self, in_use: set[str], reborn_in_use: frozenset[str] | set[str] = frozenset()) -> None:
+        """Stop remembering workers gone from the registry that no call's leg is on any more, and
+        restarts that no leg of the old process is left from."""
         for worker_id in self.last_beat.keys() - self.beats.keys() - in_use:
             del self.last_beat[worker_id]
+            self.started.pop(worker_id, None)
+        for worker_id in self.reborn.keys() - reborn_in_use:
+            del self.reborn[worker_id]
 
     def troubled(self, now: float) -> bool:
-        """Whether any worker seen so far is lost or draining."""
-        return bool(self.draining or self.stale(now) or self.last_beat.keys() - self.beats.keys())
+        """Whether any worker seen so far is lost, draining or restarted."""
+        return bool(
+            self.draining or self.reborn or self.stale(now) or self.last_beat.keys() - self.beats.keys()
+        )
 
-    def verdict(self, worker_id: str, now: float) -> str | None:
-        """``lost``, ``draining`` or None (the worker is fine)."""
-        if self.lost(worker_id, now):
+    def verdict(self, worker_id: str, now: float, opened_at: float = 0.0) -> str | None:
+        """``lost``, ``draining`` or None (the worker is fine), for a leg opened at ``opened_at``
+        (wall clock): a leg opened before its worker was seen restarted is lost."""
+        if self.lost(worker_id, now) or opened_at < self.reborn.get(worker_id, float("-inf")):
             return MOVE_LOST
         return MOVE_DRAINING if worker_id in self.draining else None
 
@@ -175,14 +189,17 @@ class MediaFailover:
         if not self.liveness.troubled(now) and self._polls % FULL_CHECK_EVERY:
             return
         in_use: set[str] = set()
+        reborn_in_use: set[str] = set()
         for call in list(self.calls.values()):
             leg = call.leg
             if leg is None:
                 continue
             in_use.add(leg.worker)
+            if leg.opened_at < self.liveness.reborn.get(leg.worker, float("-inf")):
+                reborn_in_use.add(leg.worker)
             if not call.answered or call.call_id in self.moving:
                 continue
-            reason = self.liveness.verdict(leg.worker, now)
+            reason = self.liveness.verdict(leg.worker, now, leg.opened_at)
             if reason is None or (
                 reason == MOVE_DRAINING and not self._may_try(call.call_id, leg.worker, now)
             ):
@@ -190,7 +207,7 @@ class MediaFailover:
             self.moving.add(call.call_id)
             heard_until = self.liveness.heard_until(leg.worker)
             self.spawn(self._move(call, reason, heard_until), f"move-media-{call.call_id}")
-        self.liveness.forget_gone(in_use)
+        self.liveness.forget_gone(in_use, reborn_in_use)
         if self.stay:
             held = {(c.call_id, c.leg.worker) for c in self.calls.values() if c.leg is not None}
             self.stay = {k: v for k, v in self.stay.items() if k in held}

@@ -16,7 +16,7 @@ import base64
 import binascii
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from activecall import tokens
 from activecall.bus import REDIS_DOWN, Bus, BusTimeout, xadd_command
@@ -44,6 +44,7 @@ class Leg:
     srtp: bool = False
     crypto_suite: str = ""
     crypto_key: str = ""
+    opened_at: float = field(default_factory=time.time)  # wall clock: a worker restarted since lost it
 
     def crypto(self, tag: int = 1, suite: str | None = None) -> CryptoAttribute:
         """Our ``a=crypto`` line with the worker's key; the suite may be the offer's (same key size)."""

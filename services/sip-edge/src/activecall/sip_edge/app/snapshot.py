@@ -41,7 +41,9 @@ class CallSnapshot:
         return {
             "v": CALL_SNAPSHOT_VERSION,
             "dialog": self.dialog.to_dict(),
-            "leg": asdict(self.leg),
+            # When this edge opened the leg means nothing to an edge that adopts the call: it counts
+            # the leg's age from its adoption.
+            "leg": {k: v for k, v in asdict(self.leg).items() if k != "opened_at"},
             "answer": answer_to_dict(self.answer),
         }
 
