@@ -11,6 +11,7 @@ import pytest
 from activecall.bus import Bus
 from activecall.config import RedisSettings
 from activecall.testing.redis_server import RedisServer, external_redis_url
+from activecall.testing.sentinel import SentinelCluster
 
 
 @pytest.fixture(scope="session")
@@ -39,6 +40,16 @@ async def bus(redis_settings: RedisSettings) -> AsyncIterator[Bus]:
         yield bus
     finally:
         await bus.close()
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[SentinelCluster]:
+    """A Redis master, its replica and three sentinels (Debian's redis-sentinel) on loopback."""
+    cluster = SentinelCluster().start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 # The slow lane: a folder (ending in "/") or a module, whole (None) or some of its tests (with all their

@@ -21,6 +21,7 @@ from activecall.config import RedisSettings
 from activecall.messages import (
     AudioChunk,
     Message,
+    PlaybackFinished,
     PlaybackStarted,
     SaySynthesized,
     SpeechStopped,
@@ -128,6 +129,18 @@ def wait_events(
             kinds = [type(e).__name__ for e in streams.events]
             raise AssertionError(f"{what}: not seen within {timeout:.0f} s; events: {kinds}")
         time.sleep(0.2)
+
+
+def wait_greeting_played(redis_url: str, user: str, timeout: float = 20.0) -> None:
+    """Until the agent's greeting has been played to ``user``'s call."""
+    call = find_call(redis_url, user)
+    wait_events(
+        redis_url,
+        call.call_id,
+        lambda streams: any(p.turn_id == "greeting" for p in streams.of_type(PlaybackFinished)),
+        timeout,
+        "the end of the greeting",
+    )
 
 
 @dataclass

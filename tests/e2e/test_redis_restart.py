@@ -13,10 +13,9 @@ from pathlib import Path
 
 import pytest
 import redis
-from e2e_calls import find_call, report, wait_events
+from e2e_calls import report, wait_greeting_played
 from test_conversation import check_conversation, converse
 
-from activecall.messages import PlaybackFinished
 from activecall.testing.system import System, running_system
 
 REDIS_BACK_WITHIN_S = 15.0
@@ -30,14 +29,7 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
 
 
 def kill_redis_after_the_greeting(system: System, user: str) -> None:
-    call = find_call(system.redis_url, user)
-    wait_events(
-        system.redis_url,
-        call.call_id,
-        lambda streams: any(p.turn_id == "greeting" for p in streams.of_type(PlaybackFinished)),
-        20,
-        "the end of the greeting",
-    )
+    wait_greeting_played(system.redis_url, user)
     with redis.Redis.from_url(system.redis_url) as client:
         pid = int(client.info("server")["process_id"])
         keys_before = client.dbsize()

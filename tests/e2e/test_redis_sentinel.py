@@ -12,21 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from e2e_calls import find_call, report, wait_events
+from e2e_calls import report, wait_greeting_played
 from test_conversation import check_conversation, converse
 
-from activecall.messages import PlaybackFinished
 from activecall.testing.sentinel import SentinelCluster
 from activecall.testing.system import System, running_system
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 @pytest.fixture(scope="module")
@@ -39,14 +29,7 @@ def sentinel_system(tmp_path_factory: pytest.TempPathFactory, cluster: SentinelC
 def fail_the_master_over(system: System, cluster: SentinelCluster, user: str) -> None:
     """After the greeting: SIGKILL the master, wait for the sentinels' failover, and look at the new
     master from then on."""
-    call = find_call(system.redis_url, user)
-    wait_events(
-        system.redis_url,
-        call.call_id,
-        lambda streams: any(p.turn_id == "greeting" for p in streams.of_type(PlaybackFinished)),
-        20,
-        "the end of the greeting",
-    )
+    wait_greeting_played(system.redis_url, user)
     old = cluster.master_port()
     cluster.kill_master()
     killed = time.monotonic()

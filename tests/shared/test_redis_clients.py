@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 
 import pytest
 import redis.asyncio as aioredis
@@ -15,15 +14,6 @@ from activecall.config import ConfigError, RedisSettings, load_config
 from activecall.messages import Probe
 from activecall.redis_clients import BlockingSentinelConnectionPool, async_client, sync_client
 from activecall.testing.sentinel import MASTER_NAME, SentinelCluster
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[SentinelCluster]:
-    cluster = SentinelCluster().start()
-    try:
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 async def test_every_client_follows_the_master_through_a_failover(cluster: SentinelCluster) -> None:
