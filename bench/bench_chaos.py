@@ -204,10 +204,10 @@ def run_event(
         for call in calls:
             call.go.set()
         return log
+    restart: threading.Thread | None = None  # the event's own thread, when it takes time
     if role == "busy-host":
         log = EventLog(time.monotonic())
         log.hog = hog_the_cpus(BUSY_HOST_S, log)
-        restart = threading.Thread(target=lambda: None, daemon=True)
     elif role == "child-crash":
         assert isinstance(fleet, SupervisedSystem)
         log = EventLog(time.monotonic())
@@ -225,12 +225,14 @@ def run_event(
         log = EventLog(time.monotonic())
         log.note(f"{target} serves {counts[target]} of the {len(call_ids)} calls ({dict(counts)})")
         restart = threading.Thread(target=kill_and_restart, args=(fleet, target, log), daemon=True)
-    restart.start()
+    if restart is not None:
+        restart.start()
     time.sleep(max(0.0, log.started + SPEAK_AFTER_S - time.monotonic()))
     log.note("callers speak")
     for call in calls:
         call.go.set()
-    restart.join(RESTART_JOIN_S)
+    if restart is not None:
+        restart.join(RESTART_JOIN_S)
     return log
 
 

@@ -4,7 +4,6 @@ replica on loopback) and follow a failover; and the checks of the ``[redis]`` se
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 import redis.asyncio as aioredis
@@ -29,9 +28,7 @@ async def test_every_client_follows_the_master_through_a_failover(cluster: Senti
         assert await edge.xlen("s") == 1 and blocking.xlen("s") == 1
         old = cluster.master_port()
         cluster.kill_master()
-        killed = time.monotonic()
         second = await asyncio.wait_for(with_reconnect(lambda: bus.publish("s", Probe(seq=2)), "publish"), 30)
-        assert time.monotonic() - killed < 30
         assert cluster.wait_failover(old) != old
         entries = await bus.read({"s": "0"})
         assert [e.id for e in entries] == [first, second], "an acknowledged write was lost"

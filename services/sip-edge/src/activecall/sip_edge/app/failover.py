@@ -106,6 +106,11 @@ class Liveness:
         for worker_id in self.reborn.keys() - reborn_in_use:
             del self.reborn[worker_id]
 
+    def outlived(self, worker_id: str, opened_at: float) -> bool:
+        """Whether a leg opened at ``opened_at`` (wall clock) belongs to a process of ``worker_id``
+        that has since been replaced."""
+        return opened_at < self.reborn.get(worker_id, float("-inf"))
+
     def troubled(self, now: float) -> bool:
         """Whether any worker seen so far is lost, draining or restarted."""
         return bool(
@@ -115,7 +120,7 @@ class Liveness:
     def verdict(self, worker_id: str, now: float, opened_at: float = 0.0) -> str | None:
         """``lost``, ``draining`` or None (the worker is fine), for a leg opened at ``opened_at``
         (wall clock): a leg opened before its worker was seen restarted is lost."""
-        if self.lost(worker_id, now) or opened_at < self.reborn.get(worker_id, float("-inf")):
+        if self.lost(worker_id, now) or self.outlived(worker_id, opened_at):
             return MOVE_LOST
         return MOVE_DRAINING if worker_id in self.draining else None
 
@@ -195,7 +200,7 @@ class MediaFailover:
             if leg is None:
                 continue
             in_use.add(leg.worker)
-            if leg.opened_at < self.liveness.reborn.get(leg.worker, float("-inf")):
+            if self.liveness.outlived(leg.worker, leg.opened_at):
                 reborn_in_use.add(leg.worker)
             if not call.answered or call.call_id in self.moving:
                 continue
